@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` (the sample season, offline) and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The project's Dagster instance is configured by ./dagster.yaml; its state lives in data/dagster/.
+export DAGSTER_HOME := $(CURDIR)
+
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+help:
+	@echo "make demo   - produce the sample season offline (no key needed) and print where it landed"
+	@echo "make test   - run the whole test suite"
+	@echo "make ui     - Dagster UI + daemon on http://127.0.0.1:3000"
+	@echo "make validate - dagster definitions validate"
+
+# uv installs the locked environment (uv.lock) quickly and exactly; it is itself pinned.
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	touch $@
+
+install: $(VENV)/.synced
+
+demo: install
+	$(BIN)/webtoon demo
+
+test: install
+	$(BIN)/pytest -n 2 -q
+
+ui: install
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+lock: | $(UV)
+	$(UV) lock
+
+.PHONY: help install demo test ui validate lock

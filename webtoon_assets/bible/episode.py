@@ -1,0 +1,64 @@
+"""An episode script, parsed: scenes of panels with shot, cast, action and lettering text."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from webtoon_assets.bible.models import Slug, Strict, Take
+
+Shot = Literal[
+    "establishing", "wide", "full", "medium", "close-up", "extreme-close-up", "over-shoulder", "pov", "insert"
+]
+SHOTS: tuple[str, ...] = Shot.__args__  # type: ignore[attr-defined]
+LineKind = Literal["speech", "thought", "whisper", "shout", "off"]
+LINE_KINDS: tuple[str, ...] = LineKind.__args__  # type: ignore[attr-defined]
+
+
+class DialogueLine(Strict):
+    speaker: Slug
+    kind: LineKind = "speech"
+    text: str = Field(min_length=1)
+
+
+class Panel(Strict):
+    id: Slug
+    line: int = Field(description="line of the PANEL heading in the script")
+    shot: Shot
+    characters: list[Slug] = Field(default_factory=list)
+    action: str = ""
+    dialogue: list[DialogueLine] = Field(default_factory=list)
+    captions: list[str] = Field(default_factory=list)
+    sfx: list[str] = Field(default_factory=list)
+    take: Take = 1
+    gutter: int | None = Field(default=None, ge=0, le=2000, description="px after this panel at 800 px width")
+
+
+class Scene(Strict):
+    number: int = Field(ge=1)
+    location: Slug
+    description: str = ""
+    panels: list[Panel] = Field(min_length=1)
+
+
+class Episode(Strict):
+    id: Slug
+    series: Slug
+    title: str = Field(min_length=1)
+    scenes: list[Scene] = Field(min_length=1)
+
+    @property
+    def panels(self) -> list[Panel]:
+        return [p for s in self.scenes for p in s.panels]
+
+    def characters(self) -> list[str]:
+        """Characters drawn or heard in this episode, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for p in self.panels:
+            for c in [*p.characters, *(d.speaker for d in p.dialogue)]:
+                seen.setdefault(c)
+        return list(seen)
+
+    def locations(self) -> list[str]:
+        return list(dict.fromkeys(s.location for s in self.scenes))

@@ -1,0 +1,157 @@
+"""The series bible as pydantic models: the edge where a writer's YAML becomes typed data."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ENDPOINT_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9._-]*)+$")
+
+
+def check_slug(value: str) -> str:
+    if not SLUG_RE.match(value):
+        raise ValueError(
+            "expected a slug: lowercase letters, digits, '_' or '-', starting with a letter or digit, "
+            "at most 64 characters (no paths, no '..')"
+        )
+    return value
+
+
+def check_colour(value: str) -> str:
+    if not re.match(r"^#[0-9a-fA-F]{6}$", value):
+        raise ValueError("expected a colour as '#rrggbb'")
+    return value.lower()
+
+
+def check_endpoint(value: str) -> str:
+    if not ENDPOINT_RE.match(value) or ".." in value:
+        raise ValueError("expected an endpoint id like 'fal-ai/flux-2/flash'")
+    return value
+
+
+Slug = Annotated[str, AfterValidator(check_slug)]
+Colour = Annotated[str, AfterValidator(check_colour)]
+Endpoint = Annotated[str, AfterValidator(check_endpoint)]
+Take = Annotated[int, Field(ge=1, description="bump to ask for a new version; old ones are kept")]
+
+IMAGE_SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    # fal's image_size presets (BRIEF.md), width × height
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CustomSize(Strict):
+    width: int = Field(ge=64, le=4096)
+    height: int = Field(ge=64, le=4096)
+
+
+ImageSize = Literal[tuple(IMAGE_SIZE_PRESETS)] | CustomSize  # type: ignore[valid-type]
+
+
+def size_pixels(size: str | CustomSize | dict[str, int]) -> tuple[int, int]:
+    if isinstance(size, str):
+        return IMAGE_SIZE_PRESETS[size]
+    if isinstance(size, dict):
+        return int(size["width"]), int(size["height"])
+    return size.width, size.height
+
+
+class Style(Strict):
+    description: str = Field(min_length=1)
+    palette: list[Colour] = Field(min_length=2)
+    line: str = Field(min_length=1)
+    rendering: str = Field(min_length=1)
+    take: Take = 1
+
+
+class Character(Strict):
+    name: str = Field(min_length=1)
+    look: str = Field(min_length=1)
+    outfit: str = Field(min_length=1)
+    palette: list[Colour] = Field(min_length=1)
+    personality: str = ""
+    take: Take = 1
+
+
+class Location(Strict):
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    palette: list[Colour] = Field(default_factory=list)
+    take: Take = 1
+
+
+class FamilyModel(Strict):
+    """Which endpoint makes one asset family, at what size, with which extra arguments."""
+
+    endpoint: Endpoint
+    image_size: ImageSize = "square_hd"
+    max_references: int = Field(default=4, ge=0, le=10)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arguments")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"prompt", "image_size", "seed", "image_urls"} & set(v)
+        if reserved:
+            raise ValueError(f"expected endpoint extras only; {sorted(reserved)} are set by the pipeline")
+        return v
+
+
+def _family(endpoint: str, size: str) -> Any:
+    return Field(default_factory=lambda: FamilyModel(endpoint=endpoint, image_size=size))
+
+
+class Models(Strict):
+    # Defaults follow the cost study's cheapest FLUX.2 option; panels use the multi-reference /edit.
+    style_sheet: FamilyModel = _family("fal-ai/flux-2/flash", "landscape_4_3")
+    character_sheets: FamilyModel = _family("fal-ai/flux-2/flash", "landscape_4_3")
+    backgrounds: FamilyModel = _family("fal-ai/flux-2/flash", "portrait_4_3")
+    panels: FamilyModel = _family("fal-ai/flux-2/flash/edit", "portrait_4_3")
+
+
+class Budget(Strict):
+    per_episode_usd: Decimal | None = Field(default=None, ge=0)
+    target_per_panel_usd: Decimal = Field(default=Decimal("0.05"), gt=0)
+
+
+class Series(Strict):
+    id: Slug
+    title: str = Field(min_length=1)
+    planned_episodes: int = Field(ge=1)
+    style: Style
+    characters: dict[Slug, Character] = Field(min_length=1)
+    locations: dict[Slug, Location] = Field(min_length=1)
+    models: Models = Field(default_factory=Models)
+    budget: Budget = Field(default_factory=Budget)
+
+    @model_validator(mode="after")
+    def _unique_speaker_names(self) -> "Series":
+        seen: dict[str, str] = {}
+        for cid, c in self.characters.items():
+            for alias in {cid.upper(), c.name.upper()}:
+                if alias in seen and seen[alias] != cid:
+                    raise ValueError(f"characters {seen[alias]} and {cid} share the speaker name {alias!r}")
+                seen[alias] = cid
+        return self
+
+    def speaker_ids(self) -> dict[str, str]:
+        """Names a script may use for a character (upper case) → character id."""
+        out: dict[str, str] = {}
+        for cid, c in self.characters.items():
+            out[cid.upper()] = cid
+            out[cid.upper().replace("_", " ")] = cid
+            out[c.name.upper()] = cid
+        return out

@@ -1,0 +1,137 @@
+"""The plain-text episode script format (see README, "Writing an episode").
+
+    Title: The Lantern Shop
+    # a comment
+
+    SCENE lantern_shop: Night. Rain on the windows.
+
+    PANEL wide: mira, tomas [take=2, gutter=200]
+    Mira shoulders the door open.          <- action (any other line)
+    MIRA: Hello?                           <- dialogue: SPEAKER (kind): text
+    TOMAS (off): Shut the door.
+    CAPTION: Three days after the storm.
+    SFX: CREEAK
+
+The parser only shapes text into fields; every value is then checked by the pydantic
+models and against the series (known characters and locations), with the line number.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode
+from webtoon_assets.bible.errors import BibleError
+from webtoon_assets.bible.models import Series
+
+SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?::\s*(?P<desc>.*))?$")
+PANEL_RE = re.compile(r"^PANEL\s+(?P<shot>[^:\[]+?)\s*(?::\s*(?P<cast>[^\[]*?))?\s*(?:\[(?P<opts>[^\]]*)\])?\s*$")
+LINE_RE = re.compile(r"^(?P<who>[A-Z][A-Z0-9_ .'-]*?)\s*(?:\((?P<kind>[a-zA-Z ]+)\))?\s*:\s*(?P<text>.*)$")
+HEADER_RE = re.compile(r"^(?P<key>[A-Za-z]+)\s*:\s*(?P<value>.*)$")
+PANEL_OPTIONS = {"take", "gutter"}
+
+
+def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
+    """Parse and validate one script; raise BibleError listing every problem found."""
+    problems: list[str] = []
+    header: dict[str, str] = {}
+    scenes: list[dict[str, Any]] = []
+    panel: dict[str, Any] | None = None
+    speakers = series.speaker_ids()
+    names = {c.name.lower(): cid for cid, c in series.characters.items()}
+
+    def character_id(token: str, lineno: int, field: str) -> str | None:
+        t = token.strip()
+        cid = t if t in series.characters else names.get(t.lower()) or speakers.get(t.upper())
+        if cid is None:
+            problems.append(
+                f"line {lineno}: {field}: unknown character {t!r}; expected one of {sorted(series.characters)}"
+            )
+        return cid
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BibleError(path, [f"expected UTF-8 text ({e})"]) from e
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if m := SCENE_RE.match(line):
+            loc = m["loc"].strip()
+            if loc not in series.locations:
+                problems.append(
+                    f"line {lineno}: scene.location: unknown location {loc!r}; expected one of {sorted(series.locations)}"
+                )
+            scenes.append({"number": len(scenes) + 1, "location": loc, "description": m["desc"] or "", "panels": []})
+            panel = None
+            continue
+        if line.startswith("PANEL"):
+            m = PANEL_RE.match(line)
+            if not scenes:
+                problems.append(f"line {lineno}: panel: expected a 'SCENE <location>' line before the first PANEL")
+                continue
+            if m is None:
+                problems.append(f"line {lineno}: panel: expected 'PANEL <shot>: <characters> [options]'")
+                continue
+            shot = m["shot"].strip().lower()
+            if shot not in SHOTS:
+                problems.append(f"line {lineno}: panel.shot: unknown shot {shot!r}; expected one of {list(SHOTS)}")
+            cast = [character_id(c, lineno, "panel.characters") for c in (m["cast"] or "").split(",") if c.strip()]
+            number = sum(len(s["panels"]) for s in scenes) + 1
+            panel = {"id": f"p{number:02d}", "line": lineno, "shot": shot, "characters": [c for c in cast if c],
+                     "action": "", "dialogue": [], "captions": [], "sfx": []}
+            for opt in filter(None, (o.strip() for o in (m["opts"] or "").split(","))):
+                key, _, value = opt.partition("=")
+                if key.strip() not in PANEL_OPTIONS or not value.strip().isdigit():
+                    problems.append(f"line {lineno}: panel option {opt!r}: expected one of {sorted(PANEL_OPTIONS)} as key=<whole number>")
+                    continue
+                panel[key.strip()] = value.strip()
+            scenes[-1]["panels"].append(panel)
+            continue
+        if panel is None:
+            if scenes:
+                scenes[-1]["description"] = " ".join(filter(None, [scenes[-1]["description"], line]))
+            elif m := HEADER_RE.match(line):
+                header[m["key"].lower()] = m["value"].strip()
+            else:
+                problems.append(f"line {lineno}: expected 'Title: ...' or a 'SCENE <location>' line, got {line[:40]!r}")
+            continue
+        if (m := LINE_RE.match(line)) and m["who"].strip() in ("CAPTION", "SFX"):
+            panel["captions" if m["who"].strip() == "CAPTION" else "sfx"].append(m["text"].strip())
+        elif m and m["who"].strip() in speakers:
+            who = speakers[m["who"].strip()]
+            kind = (m["kind"] or "speech").strip().lower()
+            if kind not in LINE_KINDS:
+                problems.append(f"line {lineno}: dialogue.kind: unknown {kind!r}; expected one of {list(LINE_KINDS)}")
+            elif who not in panel["characters"] and kind != "off":
+                problems.append(
+                    f"line {lineno}: dialogue.speaker: {m['who'].strip()} speaks in panel {panel['id']} but is not "
+                    f"in its PANEL line; add them there or mark the line ({m['who'].strip()} (off): ...)"
+                )
+            panel["dialogue"].append({"speaker": who, "kind": kind, "text": m["text"].strip()})
+        elif m and len(m["who"].strip()) > 1:
+            problems.append(
+                f"line {lineno}: dialogue.speaker: unknown speaker {m['who'].strip()!r}; expected one of "
+                f"{sorted(series.characters)} (in capitals), CAPTION or SFX"
+            )
+        else:
+            panel["action"] = " ".join(filter(None, [panel["action"], line]))
+
+    if "title" not in header:
+        problems.append("title: expected a 'Title: ...' line before the first SCENE")
+    if not scenes:
+        problems.append("scenes: expected at least one 'SCENE <location>' line with panels")
+    if problems:
+        raise BibleError(path, problems)
+    try:
+        return Episode.model_validate(
+            {"id": episode_id, "series": series.id, "title": header["title"], "scenes": scenes}
+        )
+    except ValidationError as e:
+        raise BibleError.from_validation(path, e) from e

@@ -1,0 +1,1 @@
+"""Putting finished panels together into reader-facing images."""

@@ -1,0 +1,41 @@
+"""The code location: for each series under data/series, its assets, season job and sensor."""
+
+from __future__ import annotations
+
+from dagster import Definitions, define_asset_job
+
+from webtoon_assets.assets import build_series_assets
+from webtoon_assets.assets.io import ManifestIOManager
+from webtoon_assets.assets.partitions import episode_partitions
+from webtoon_assets.bible import series_ids
+from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.paths import DataLayout
+from webtoon_assets.sensors import new_episode_sensor
+
+
+def season_job_name(series_id: str) -> str:
+    return f"{series_id}__season"
+
+
+def build_definitions(layout: DataLayout) -> Definitions:
+    assets, jobs, sensors = [], [], []
+    for series_id in series_ids(layout):
+        partitions = episode_partitions(series_id)
+        series_assets = build_series_assets(series_id, partitions)
+        job = define_asset_job(season_job_name(series_id), selection=series_assets,
+                               description=f"Every asset of one {series_id} episode.")
+        assets += series_assets
+        jobs.append(job)
+        sensors.append(new_episode_sensor(series_id, layout, partitions, job))
+    return Definitions(
+        assets=assets,
+        jobs=jobs,
+        sensors=sensors,
+        resources={
+            "gateway": GatewayResource(data_dir=str(layout.root)),
+            "manifests": ManifestIOManager(data_dir=str(layout.root)),
+        },
+    )
+
+
+defs = build_definitions(DataLayout.default())

@@ -1,0 +1,37 @@
+"""Produce every episode of every series on the project's Dagster instance, without the daemon."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance, Definitions
+
+from webtoon_assets.bible import episode_ids, load_episode, load_series
+from webtoon_assets.definitions import season_job_name
+from webtoon_assets.assets.partitions import episode_partitions
+from webtoon_assets.paths import DataLayout
+
+# INFO hides Dagster's per-event debug lines and keeps the per-asset, per-panel progress.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def register_episodes(instance: DagsterInstance, layout: DataLayout, series_id: str) -> list[str]:
+    """Validate every script of a series, then add its episodes as partitions (idempotent)."""
+    series = load_series(layout, series_id)
+    episodes = [load_episode(layout, series, e).id for e in episode_ids(layout, series_id)]
+    name = episode_partitions(series_id).name
+    new = [e for e in episodes if not instance.has_dynamic_partition(name, e)]
+    if new:
+        instance.add_dynamic_partitions(name, new)
+    return episodes
+
+
+def run_season(instance: DagsterInstance, defs: Definitions, layout: DataLayout, series_id: str,
+               episodes: list[str] | None = None) -> list[str]:
+    """Materialize every asset for each episode, one run per episode; returns the run ids."""
+    registered = register_episodes(instance, layout, series_id)
+    job = defs.resolve_job_def(season_job_name(series_id))
+    run_ids = []
+    for ep in episodes or registered:
+        print(f"== {series_id} / {ep}", flush=True)
+        result = job.execute_in_process(instance=instance, partition_key=ep, run_config=RUN_CONFIG)
+        run_ids.append(result.run_id)
+    return run_ids

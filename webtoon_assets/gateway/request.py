@@ -1,0 +1,77 @@
+"""What an asset asks the gateway for, and the canonical key that makes a request cacheable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+KEY_VERSION = 1
+
+
+class Reference(BaseModel):
+    """A reference image sent with a request; its content hash, not its path, enters the key."""
+
+    model_config = ConfigDict(frozen=True)
+    role: str = Field(description="what it is, e.g. 'character:mira', 'background:rain_alley', 'style'")
+    path: str
+    sha256: str
+
+
+class Figure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    palette: list[str]
+
+
+class PreviewHints(BaseModel):
+    """What the offline renderer draws. Only the local provider reads these (and keys on them)."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["style", "character", "background", "panel"]
+    title: str
+    palette: list[str]
+    figures: list[Figure] = Field(default_factory=list)
+    shot: str | None = None
+    caption: str = ""
+
+
+class Attribution(BaseModel):
+    """Who asked: goes to the ledger, never into the key."""
+
+    model_config = ConfigDict(frozen=True)
+    series: str
+    episode: str
+    asset: str
+    item: str
+
+
+class GenerationRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    endpoint: str
+    arguments: dict[str, Any]
+    references: list[Reference] = Field(default_factory=list)
+    preview: PreviewHints | None = None
+    attribution: Attribution
+
+    def key(self, provider: str) -> str:
+        """sha256 of the canonical request: the same request on the same provider is the same image."""
+        payload: dict[str, Any] = {
+            "v": KEY_VERSION,
+            "provider": provider,
+            "endpoint": self.endpoint,
+            "arguments": self.arguments,
+            "references": [[r.role, r.sha256] for r in self.references],
+        }
+        if provider == "local" and self.preview is not None:
+            payload["preview"] = self.preview.model_dump(mode="json")
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed that depends only on what is asked for, so re-runs ask for the same image."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF

@@ -1,0 +1,46 @@
+"""Shared fixtures: a private data root (a copy of the sample bible), a real Dagster instance in a
+temp dir, and the project's definitions built over that root."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+
+from webtoon_assets.definitions import build_definitions
+from webtoon_assets.paths import REPO_ROOT, DataLayout
+
+SAMPLE = "lantern_street"
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tests choose their provider explicitly; a developer's key must never reach them.
+    for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "WEBTOON_PROVIDER"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DataLayout:
+    root = tmp_path / "data"
+    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
+    monkeypatch.setenv("WEBTOON_DATA_DIR", str(root))
+    return DataLayout(root)
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+@pytest.fixture
+def defs(layout: DataLayout):
+    return build_definitions(layout)
+
+
+def store_files(layout: DataLayout) -> set[str]:
+    return {p.name for p in (layout.store / "images").rglob("*.png")}

@@ -1,0 +1,96 @@
+"""The sample season end to end on a real (temporary) Dagster instance with the offline provider."""
+
+from __future__ import annotations
+
+import json
+
+from dagster import AssetKey
+from PIL import Image
+
+from webtoon_assets.demo import run_season
+from webtoon_assets_tests.conftest import SAMPLE, store_files
+
+
+def manifest(layout, episode: str, asset: str) -> dict:
+    return json.loads((layout.output_dir(SAMPLE, episode) / f"{asset}.json").read_text())
+
+
+def statuses(layout, episode: str, asset: str) -> dict[str, str]:
+    return {i["item"]: i["status"] for i in manifest(layout, episode, asset)["items"]}
+
+
+def test_sample_season_materializes_end_to_end(instance, defs, layout):
+    run_ids = run_season(instance, defs, layout, SAMPLE)
+    assert len(run_ids) == 3
+    assert sorted(instance.get_dynamic_partitions(f"{SAMPLE}__episodes")) == ["ep01", "ep02", "ep03"]
+
+    for ep in ("ep01", "ep02", "ep03"):
+        board = manifest(layout, ep, "storyboard")
+        assert 8 <= len(board["panels"]) <= 15
+        panels = manifest(layout, ep, "panels")["items"]
+        assert [p["item"] for p in panels] == [p["id"] for p in board["panels"]]
+        strip = manifest(layout, ep, "episode_strip")
+        with Image.open(strip["path"]) as im:
+            assert im.width == 800
+            assert im.height == strip["height"]
+        # every materialization is recorded on the instance, for the UI
+        for asset in ("storyboard", "style_sheet", "character_sheets", "backgrounds", "panels", "episode_strip"):
+            event = instance.get_latest_materialization_event(AssetKey([SAMPLE, asset]))
+            assert event is not None
+
+    # Reuse: episode 2 makes only what it introduces (Juno, the market); episode 3 the roof.
+    assert statuses(layout, "ep01", "character_sheets") == {"mira": "generated", "tomas": "generated"}
+    assert statuses(layout, "ep02", "character_sheets") == {"mira": "cached", "tomas": "cached", "juno": "generated"}
+    assert statuses(layout, "ep02", "style_sheet") == {"style": "cached"}
+    assert statuses(layout, "ep03", "backgrounds") == {"rain_alley": "cached", "clocktower_roof": "generated"}
+
+
+def test_panels_are_conditioned_on_their_references(instance, defs, layout):
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    sheets = {i["item"]: i for i in manifest(layout, "ep01", "character_sheets")["items"]}
+    board = {p["id"]: p for p in manifest(layout, "ep01", "storyboard")["panels"]}
+    for panel in manifest(layout, "ep01", "panels")["items"]:
+        plan = board[panel["item"]]
+        expected = [f"character:{c}" for c in plan["characters"]] + [f"background:{plan['location']}", "style"]
+        assert panel["references"] == expected[:4]
+        record = json.loads((layout.store / "records" / panel["key"][:2] / f"{panel['key']}.json").read_text())
+        sent = {r["role"]: r["sha256"] for r in record["references"]}
+        for c in plan["characters"][:4]:
+            assert sent[f"character:{c}"] == sheets[c]["sha256"]
+        assert "speech" not in plan["prompt"].lower() or "no speech balloons" in plan["prompt"].lower()
+        for line in plan["dialogue"]:
+            assert line["text"] not in plan["prompt"]  # never ask the model to draw the lettering
+
+
+def test_rematerializing_an_episode_makes_no_new_images(instance, defs, layout):
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    before = store_files(layout)
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    assert store_files(layout) == before
+    for asset in ("style_sheet", "character_sheets", "backgrounds", "panels"):
+        assert set(statuses(layout, "ep01", asset).values()) == {"cached"}
+    event = instance.get_latest_materialization_event(AssetKey([SAMPLE, "panels"]))
+    meta = event.asset_materialization.metadata
+    assert meta["generated"].value == 0 and meta["reused"].value == meta["images"].value == 10
+
+
+def test_a_new_take_makes_a_new_version_and_keeps_the_old(instance, defs, layout):
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    old = {i["item"]: i["key"] for i in manifest(layout, "ep01", "panels")["items"]}
+    script = layout.episodes_dir(SAMPLE) / "ep01.txt"
+    script.write_text(script.read_text().replace("PANEL close-up: tomas", "PANEL close-up: tomas [take=2]"))
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    now = statuses(layout, "ep01", "panels")
+    assert [k for k, s in now.items() if s == "generated"] == ["p06"]
+    new_key = {i["item"]: i["key"] for i in manifest(layout, "ep01", "panels")["items"]}["p06"]
+    assert new_key != old["p06"]
+    assert (layout.store / "images" / old["p06"][:2] / f"{old['p06']}.png").is_file()
+
+
+def test_materialization_metadata_shows_what_was_made(instance, defs, layout):
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    meta = instance.get_latest_materialization_event(
+        AssetKey([SAMPLE, "character_sheets"])).asset_materialization.metadata
+    assert meta["images"].value == 2
+    assert meta["preview"].value.startswith("![preview](data:image/jpeg;base64,")
+    assert "mira" in meta["items"].value and "fal-ai/flux-2/flash" in meta["items"].value
