@@ -1,8 +1,9 @@
-"""`webtoon` command line: demo (produce the season offline-first) and, later, quotes."""
+"""`webtoon`: produce the season (demo), price a request (quote), show the costs (costs)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -29,17 +30,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for strip in sorted(out.glob("*/strip.png")):
             print(f"    strip  {strip}")
     print(f"  image store: {layout.store}")
-    print("Open the UI with `make ui` (http://127.0.0.1:3000) to see the runs and materializations.")
+    print(f"  cost tables: {layout.duckdb_path}  (query with: .venv/bin/duckdb {layout.duckdb_path})")
+    print("\nCosts:")
+    cmd_costs(argparse.Namespace(series=wanted))
+    print("\nOpen the UI with `make ui` (http://127.0.0.1:3000) to see the runs and materializations.")
+    return 0
+
+
+def cmd_costs(args: argparse.Namespace) -> int:
+    from webtoon_assets.bible import series_ids
+    from webtoon_assets.costs import refresh_cost_tables
+    from webtoon_assets.costs.summary import season_summary
+
+    layout = DataLayout.default()
+    db = refresh_cost_tables(layout)
+    if db is None:
+        return 1
+    for series_id in args.series or series_ids(layout):
+        print(season_summary(db, series_id))
+    return 0
+
+
+def cmd_quote(args: argparse.Namespace) -> int:
+    from webtoon_assets.pricing import QuoteError, UnknownEndpoint, quote
+
+    try:
+        request = json.loads(args.request)
+        response = json.loads(args.response) if args.response else None
+    except json.JSONDecodeError as e:
+        print(f"webtoon quote: --request/--response: expected JSON ({e})", file=sys.stderr)
+        return 2
+    try:
+        q = quote(args.endpoint, request, response)
+    except (UnknownEndpoint, QuoteError) as e:
+        print(f"webtoon quote: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(q.to_json(), indent=2))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="webtoon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="register the episodes and materialize every asset for each")
+    demo = sub.add_parser("demo", help="register the episodes, materialize every asset for each, print the costs")
     demo.add_argument("--series", action="append", help="series id (default: every series)")
     demo.add_argument("--episode", action="append", help="episode id (default: every episode)")
     demo.set_defaults(func=cmd_demo)
+    costs = sub.add_parser("costs", help="refresh data/webtoon.duckdb and print each season's cost summary")
+    costs.add_argument("--series", action="append", help="series id (default: every series)")
+    costs.set_defaults(func=cmd_costs)
+    q = sub.add_parser("quote", help="price one request from the price book, as JSON")
+    q.add_argument("endpoint", help="endpoint id, e.g. fal-ai/flux-2/flash/edit")
+    q.add_argument("--request", required=True, help='request arguments as JSON, e.g. \'{"image_size": "square_hd"}\'')
+    q.add_argument("--response", help="the response as JSON, when the price depends on it")
+    q.set_defaults(func=cmd_quote)
     args = parser.parse_args(argv)
     return args.func(args)
 

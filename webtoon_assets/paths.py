@@ -50,6 +50,10 @@ class DataLayout:
         return self.root / "store"
 
     @property
+    def pricebook(self) -> Path:
+        return self.root / "pricebook.yaml"
+
+    @property
     def ledger_dir(self) -> Path:
         return self.root / "ledger"
 

@@ -18,14 +18,17 @@ SAMPLE = "lantern_street"
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests choose their provider explicitly; a developer's key must never reach them.
-    for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "WEBTOON_PROVIDER"):
+    for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "WEBTOON_PROVIDER", "WEBTOON_MAX_RUN_USD",
+                "WEBTOON_CREDITS_PER_USD", "WEBTOON_PRICEBOOK"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
 @pytest.fixture
 def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DataLayout:
     root = tmp_path / "data"
     shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
+    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
     monkeypatch.setenv("WEBTOON_DATA_DIR", str(root))
     return DataLayout(root)
 

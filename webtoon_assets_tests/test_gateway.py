@@ -13,6 +13,14 @@ from PIL import Image
 from webtoon_assets.gateway import Attribution, Gateway, GenerationRequest, ImageStore, PreviewHints, Reference
 from webtoon_assets.gateway.providers import LocalProvider, select_provider
 from webtoon_assets.gateway.providers.base import ProviderResult
+from webtoon_assets.ledger import Ledger, read_rows
+from webtoon_assets.paths import REPO_ROOT
+from webtoon_assets.pricing import load_pricebook
+
+
+def make_gateway(root: Path, provider, **kw) -> Gateway:
+    return Gateway(ImageStore(root / "store"), provider, Ledger(root / "ledger"),
+                   load_pricebook(REPO_ROOT / "data" / "pricebook.yaml"), **kw)
 
 WHO = Attribution(series="s", episode="ep01", asset="panels", item="p01")
 
@@ -63,7 +71,7 @@ class CountingProvider:
 
 def test_hit_costs_no_provider_call(tmp_path):
     provider = CountingProvider()
-    gw = Gateway(ImageStore(tmp_path), provider)
+    gw = make_gateway(tmp_path, provider)
     first, second = gw.generate(request()), gw.generate(request())
     assert (first.status, second.status, provider.calls) == ("generated", "cached", 1)
     assert first.path == second.path and first.sha256 == second.sha256
@@ -71,7 +79,7 @@ def test_hit_costs_no_provider_call(tmp_path):
 
 def test_concurrent_requests_for_one_image_make_it_once(tmp_path):
     provider = CountingProvider(delay=0.2)
-    gw = Gateway(ImageStore(tmp_path), provider)
+    gw = make_gateway(tmp_path, provider)
     results = list(gw.generate_many([request()] * 4 + [request(endpoint="fal-ai/flux-2/turbo/edit")]))
     assert provider.calls == 2
     assert sorted(r.status for r in results) == ["cached", "cached", "cached", "generated", "generated"]
@@ -79,7 +87,7 @@ def test_concurrent_requests_for_one_image_make_it_once(tmp_path):
 
 def _generate_in_child(store: str, out: multiprocessing.Queue) -> None:
     provider = CountingProvider(delay=0.3)
-    result = Gateway(ImageStore(Path(store)), provider).generate(request())
+    result = make_gateway(Path(store), provider).generate(request())
     out.put((result.status, provider.calls))
 
 
@@ -101,12 +109,14 @@ def test_a_failed_generation_leaves_nothing_behind(tmp_path):
             dest.write_bytes(b"half an image")
             raise RuntimeError("provider fell over")
 
-    store = ImageStore(tmp_path)
+    gw = make_gateway(tmp_path, Broken())
     with pytest.raises(RuntimeError):
-        Gateway(store, Broken()).generate(request())
-    assert store.get(request().key("local")) is None
-    assert not list((tmp_path / "images").rglob("*.png*"))
-    assert Gateway(store, CountingProvider()).generate(request()).status == "generated"
+        gw.generate(request())
+    assert gw.store.get(request().key("local")) is None
+    assert not list((tmp_path / "store" / "images").rglob("*.png*"))
+    rows = list(read_rows(tmp_path / "ledger"))
+    assert [(r.status, r.billed_usd, r.error) for r in rows] == [("failed", 0, "RuntimeError: provider fell over")]
+    assert make_gateway(tmp_path, CountingProvider()).generate(request()).status == "generated"
 
 
 def test_local_preview_is_deterministic(tmp_path):

@@ -71,7 +71,8 @@ def test_rematerializing_an_episode_makes_no_new_images(instance, defs, layout):
         assert set(statuses(layout, "ep01", asset).values()) == {"cached"}
     event = instance.get_latest_materialization_event(AssetKey([SAMPLE, "panels"]))
     meta = event.asset_materialization.metadata
-    assert meta["generated"].value == 0 and meta["reused"].value == meta["images"].value == 10
+    assert meta["generations"].value == 0 and meta["cache_hits"].value == meta["images"].value == 10
+    assert meta["cost_usd"].value == 0 and meta["saved_usd"].value > 0
 
 
 def test_a_new_take_makes_a_new_version_and_keeps_the_old(instance, defs, layout):

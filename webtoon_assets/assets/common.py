@@ -1,10 +1,11 @@
 """What every episode asset shares: loading the validated bible for the partition, and making a
-set of images through the gateway with progress, readable copies and UI metadata."""
+set of images through the gateway with progress, costs, readable copies and UI metadata."""
 
 from __future__ import annotations
 
 import base64
 import io
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
@@ -13,8 +14,11 @@ from PIL import Image
 
 from webtoon_assets.assets.manifests import ImageItem, ImageSet
 from webtoon_assets.bible import BibleError, Episode, Series, load_episode, load_series
-from webtoon_assets.gateway import GenerationRequest
+from webtoon_assets.costs import refresh_cost_tables
+from webtoon_assets.gateway import GenerationRequest, GenerationResult
+from webtoon_assets.gateway.budget import BudgetExceeded
 from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.pricing import QuoteError, UnknownEndpoint
 
 
 def series_of(context: AssetExecutionContext) -> str:
@@ -22,10 +26,17 @@ def series_of(context: AssetExecutionContext) -> str:
 
 
 def load_inputs(context: AssetExecutionContext, gateway: GatewayResource) -> tuple[Series, Episode]:
-    """The series and this partition's episode, validated before any spend. A bad bible fails the
-    step with the file, field and expectation as its message, and is never retried."""
+    """The series and this partition's episode, validated before any spend: the bible, the script,
+    and that every model endpoint it names is in the price book. A bad input fails the step with
+    the file, field and expectation as its message, and is never retried."""
     try:
         series = load_series(gateway.layout, series_of(context))
+        book = gateway.gateway.pricebook
+        unknown = [f"models.{family}.endpoint: {m.endpoint!r} has no entry in the price book "
+                   f"({gateway.layout.pricebook}); expected one of its endpoints"
+                   for family, m in series.models if not book.has(m.endpoint)]
+        if unknown:
+            raise BibleError(gateway.layout.series_dir(series.id) / "series.yaml", unknown)
         return series, load_episode(gateway.layout, series, context.partition_key)
     except BibleError as e:
         raise Failure(description=str(e), allow_retries=False) from e
@@ -57,36 +68,61 @@ def contact_sheet_md(paths: Iterable[Path], thumb_width: int = 160, columns: int
     return f"![preview](data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()})"
 
 
-def make_images(context: AssetExecutionContext, gateway: GatewayResource, asset: str,
+def cost_metadata(results: list[GenerationResult]) -> dict[str, float | int]:
+    """The numbers the UI plots per materialization (billed is real money; list is at list price)."""
+    made = [r for r in results if r.status == "generated"]
+    return {
+        "cost_usd": float(sum((r.billed_usd for r in results), Decimal(0))),
+        "list_usd": float(sum((r.list_usd for r in made), Decimal(0))),
+        "saved_usd": float(sum((r.list_usd for r in results if r.status == "cached"), Decimal(0))),
+        "credits": float(sum((r.row.credits for r in made), Decimal(0))),
+        "generations": len(made),
+        "cache_hits": len(results) - len(made),
+        "megapixels": float(sum((r.row.megapixels or 0 for r in made), Decimal(0))),
+    }
+
+
+def make_images(context: AssetExecutionContext, gateway: GatewayResource, series: Series, asset: str,
                 requests: list[GenerationRequest]) -> MaterializeResult:
-    """Generate (or reuse) every request, publish readable copies, and describe them for the UI."""
-    series, episode = series_of(context), context.partition_key
-    out_dir = gateway.layout.output_dir(series, episode) / asset
+    """Generate (or reuse) every request, publish readable copies, and describe them for the UI.
+    The cost tables are refreshed when the step ends, whether it succeeded or not."""
+    episode = context.partition_key
+    gw = gateway.gateway
+    if gw.budget is not None:
+        gw.budget.set_episode_budget(series.id, episode, series.budget.per_episode_usd)
+    out_dir = gateway.layout.output_dir(series.id, episode) / asset
+    results: dict[str, GenerationResult] = {}
     items: dict[str, ImageItem] = {}
-    total = len(requests)
-    for n, result in enumerate(gateway.gateway.generate_many(requests), start=1):
-        item = result.request.attribution.item
-        readable = gateway.gateway.store.publish(result.key, out_dir / f"{item}.png")
-        items[item] = ImageItem(
-            item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
-            status=result.status, endpoint=result.request.endpoint, provider=result.provider,
-            width=result.width, height=result.height, references=[r.role for r in result.request.references],
-        )
-        context.log.info(f"{asset} {n}/{total} {item}: {result.status} ({result.seconds:.2f}s)")
+    try:
+        for n, result in enumerate(gw.generate_many(requests), start=1):
+            item = result.request.attribution.item
+            readable = gw.store.publish(result.key, out_dir / f"{item}.png")
+            results[item] = result
+            items[item] = ImageItem(
+                item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
+                status=result.status, endpoint=result.request.endpoint, provider=result.provider,
+                width=result.width, height=result.height, references=[r.role for r in result.request.references],
+            )
+            paid = f"${result.billed_usd} billed" if result.status == "generated" else "free"
+            context.log.info(f"{asset} {n}/{len(requests)} {item}: {result.status} ({paid}, list "
+                             f"${result.list_usd}, {result.seconds:.2f}s)")
+    except (BudgetExceeded, UnknownEndpoint, QuoteError) as e:
+        raise Failure(description=str(e), allow_retries=False) from e
+    finally:
+        refresh_cost_tables(gateway.layout, log=context.log.warning)
     ordered = [items[r.attribution.item] for r in requests]
-    manifest = ImageSet(series=series, episode=episode, asset=asset, items=ordered)
-    generated = sum(i.status == "generated" for i in ordered)
+    manifest = ImageSet(series=series.id, episode=episode, asset=asset, items=ordered)
     table = "\n".join(
-        ["| item | status | endpoint | references | file |", "|---|---|---|---|---|"]
-        + [f"| {i.item} | {i.status} | `{i.endpoint}` | {', '.join(i.references) or '-'} | `{i.path}` |"
-           for i in ordered]
+        ["| item | status | endpoint | billed | list | credits | MP | references |", "|---|---|---|---|---|---|---|---|"]
+        + [f"| {i.item} | {'paid' if i.status == 'generated' else 'hit'} | `{i.endpoint}` | "
+           f"${results[i.item].billed_usd} | ${results[i.item].list_usd} | {results[i.item].row.credits} | "
+           f"{results[i.item].row.megapixels or '-'} | {', '.join(i.references) or '-'} |" for i in ordered]
     )
     return MaterializeResult(
         value=manifest,
         metadata={
+            **cost_metadata(list(results.values())),
             "images": len(ordered),
-            "generated": generated,
-            "reused": len(ordered) - generated,
             "folder": MetadataValue.path(str(out_dir)),
             "items": MetadataValue.md(table),
             "preview": MetadataValue.md(contact_sheet_md(Path(i.path) for i in ordered)),

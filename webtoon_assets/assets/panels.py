@@ -25,6 +25,6 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
         plates = ImageSet.model_validate(backgrounds).by_item()
         requests = [panel_request(series, context.partition_key, plan,
                                   panel_references(series, plan, style, chars, plates)) for plan in board.panels]
-        return make_images(context, gateway, "panels", requests)
+        return make_images(context, gateway, series, "panels", requests)
 
     return panels

@@ -42,7 +42,7 @@ def style_request(series: Series, episode: str) -> GenerationRequest:
     prompt = (f"Style reference sheet for the webtoon '{series.title}': sample vignettes of a character bust, "
               f"a street corner and props, with colour swatches. {_style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.style_sheet, prompt, ("style", series.style.take),
-                    Attribution(series=series.id, episode=episode, asset="style_sheet", item="style"),
+                    Attribution(series=series.id, episode=episode, asset="style_sheet", item="style", reusable=True),
                     PreviewHints(kind="style", title=f"{series.title}: style", palette=series.style.palette))
 
 
@@ -52,7 +52,7 @@ def character_request(series: Series, episode: str, cid: str) -> GenerationReque
               f"{_character_clause(series, cid)}. Colours {', '.join(c.palette)}. Personality: {c.personality}. "
               f"Neutral pose, plain light background. {_style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.character_sheets, prompt, ("character", cid, c.take),
-                    Attribution(series=series.id, episode=episode, asset="character_sheets", item=cid),
+                    Attribution(series=series.id, episode=episode, asset="character_sheets", item=cid, reusable=True),
                     PreviewHints(kind="character", title=c.name, palette=series.style.palette[:2],
                                  figures=[Figure(name=c.name, palette=c.palette)]))
 
@@ -63,7 +63,7 @@ def background_request(series: Series, episode: str, lid: str) -> GenerationRequ
     prompt = (f"Background plate, no people: {loc.name}. {loc.description}. Colours {', '.join(palette)}. "
               f"{_style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.backgrounds, prompt, ("background", lid, loc.take),
-                    Attribution(series=series.id, episode=episode, asset="backgrounds", item=lid),
+                    Attribution(series=series.id, episode=episode, asset="backgrounds", item=lid, reusable=True),
                     PreviewHints(kind="background", title=loc.name, palette=[*palette, *series.style.palette[:1]]))
 
 
@@ -105,11 +105,12 @@ def panel_references(series: Series, plan: PanelPlan, style: ImageItem, characte
                      backgrounds: dict[str, ImageItem]) -> list[Reference]:
     """Characters first (consistency matters most), then the background, then the style,
     cut to the endpoint's max_references (most endpoints read only the first 4)."""
-    refs = [Reference(role=f"character:{c}", path=characters[c].store_path, sha256=characters[c].sha256)
-            for c in plan.characters]
-    bg = backgrounds[plan.location]
-    refs.append(Reference(role=f"background:{plan.location}", path=bg.store_path, sha256=bg.sha256))
-    refs.append(Reference(role="style", path=style.store_path, sha256=style.sha256))
+    def ref(role: str, item: ImageItem) -> Reference:
+        return Reference(role=role, path=item.store_path, sha256=item.sha256, width=item.width, height=item.height)
+
+    refs = [ref(f"character:{c}", characters[c]) for c in plan.characters]
+    refs.append(ref(f"background:{plan.location}", backgrounds[plan.location]))
+    refs.append(ref("style", style))
     return refs[: series.models.panels.max_references]
 
 

@@ -21,14 +21,14 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[Asset
                    description="The series' visual style reference image.")
     def style_sheet(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult:
         series, _ = load_inputs(context, gateway)
-        return make_images(context, gateway, "style_sheet", [style_request(series, context.partition_key)])
+        return make_images(context, gateway, series, "style_sheet", [style_request(series, context.partition_key)])
 
     @episode_asset(series_id, partitions, kinds={"image"},
                    description="A reference sheet per character appearing in the episode.")
     def character_sheets(context: AssetExecutionContext, gateway: GatewayResource,
                          storyboard: dict[str, Any]) -> MaterializeResult:
         series, episode = load_inputs(context, gateway)
-        return make_images(context, gateway, "character_sheets",
+        return make_images(context, gateway, series, "character_sheets",
                            [character_request(series, context.partition_key, c) for c in episode.characters()])
 
     @episode_asset(series_id, partitions, kinds={"image"},
@@ -37,7 +37,7 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[Asset
                     storyboard: dict[str, Any]) -> MaterializeResult:
         series, _ = load_inputs(context, gateway)
         locations = dict.fromkeys(p.location for p in Storyboard.model_validate(storyboard).panels)
-        return make_images(context, gateway, "backgrounds",
+        return make_images(context, gateway, series, "backgrounds",
                            [background_request(series, context.partition_key, loc) for loc in locations])
 
     return [style_sheet, character_sheets, backgrounds]

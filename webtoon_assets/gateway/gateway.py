@@ -4,23 +4,27 @@
 
 Assets describe what to make (a GenerationRequest); the gateway decides whether to pay. A
 request whose key is in the store is a hit and costs nothing. Otherwise it takes the key's
-cross-process lock, checks again (another run may have just made it), and only then calls the
-provider, so two runs needing the same image pay for it once.
+cross-process lock, checks again (another run may have just made it), reserves the quote against
+the budgets, and only then calls the provider, so two runs needing the same image pay once.
+Every attempt, whatever its outcome, is a ledger row written the moment it ends.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator
 
+from webtoon_assets.gateway.budget import Budget, BudgetExceeded
 from webtoon_assets.gateway.providers.base import Provider
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.store import ImageStore
-
-Status = Literal["generated", "cached"]
+from webtoon_assets.ledger import Ledger, LedgerRow, Status
+from webtoon_assets.pricing import PriceBook, Quote, quote
 
 
 @dataclass(frozen=True)
@@ -34,48 +38,111 @@ class GenerationResult:
     height: int
     provider: str
     seconds: float
+    row: LedgerRow
+
+    @property
+    def billed_usd(self) -> Decimal:
+        return self.row.billed_usd
+
+    @property
+    def list_usd(self) -> Decimal:
+        return self.row.list_usd
+
+
+def pricing_request(request: GenerationRequest) -> dict[str, Any]:
+    """The request as the price rules read it: arguments plus the reference images' count and sizes."""
+    out = dict(request.arguments)
+    if request.references:
+        out["image_urls"] = [r.role for r in request.references]
+        out["input_image_sizes"] = [{"width": r.width, "height": r.height} for r in request.references
+                                    if r.width and r.height]
+        if len(out["input_image_sizes"]) != len(request.references):
+            del out["input_image_sizes"]  # unknown sizes: each input counts as the rule's minimum
+    return out
 
 
 class Gateway:
-    def __init__(self, store: ImageStore, provider: Provider, run_id: str = "",
-                 log: Callable[[str], None] | None = None):
+    def __init__(self, store: ImageStore, provider: Provider, ledger: Ledger, pricebook: PriceBook,
+                 budget: Budget | None = None, run_id: str = "", log: Callable[[str], None] | None = None):
         self.store = store
         self.provider = provider
+        self.ledger = ledger
+        self.pricebook = pricebook
+        self.budget = budget
         self.run_id = run_id
         self.log = log or (lambda _msg: None)
 
-    def _result(self, request: GenerationRequest, key: str, record: dict, status: Status, started: float
-                ) -> GenerationResult:
-        return GenerationResult(
-            request=request, key=key, path=self.store.image_path(key), sha256=record["sha256"], status=status,
-            width=record["width"], height=record["height"], provider=self.provider.name,
-            seconds=time.monotonic() - started,
+    def quote(self, request: GenerationRequest, response: dict[str, Any] | None = None) -> Quote:
+        return quote(request.endpoint, pricing_request(request), response, book=self.pricebook)
+
+    def _record(self, request: GenerationRequest, key: str, status: Status, q: Quote, billed: Decimal,
+                width: int | None = None, height: int | None = None, request_id: str | None = None,
+                error: str | None = None) -> LedgerRow:
+        who = request.attribution
+        row = LedgerRow(
+            time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=who.series, episode=who.episode,
+            asset=who.asset, item=who.item, reusable=who.reusable, provider=self.provider.name,
+            endpoint=request.endpoint, request_key=key, status=status, billed_usd=billed, list_usd=q.usd,
+            credits=billed * self.pricebook.credits_per_usd if billed else q.credits, units=q.units, unit=q.unit,
+            megapixels=q.megapixels, images=q.images, seconds=q.seconds, width=width, height=height,
+            inputs=[(r.width, r.height) for r in request.references if r.width and r.height],
+            provider_request_id=request_id, error=error,
         )
+        self.ledger.append(row)
+        return row
+
+    def _hit(self, request: GenerationRequest, key: str, record: dict, started: float) -> GenerationResult:
+        row = self._record(request, key, "cached", self.quote(request), Decimal(0), record["width"], record["height"])
+        return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "cached",
+                                record["width"], record["height"], self.provider.name,
+                                time.monotonic() - started, row)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         started = time.monotonic()
         key = request.key(self.provider.name)
         if (record := self.store.get(key)) is not None:
-            return self._result(request, key, record, "cached", started)
+            return self._hit(request, key, record, started)
         with self.store.lock(key):
             if (record := self.store.get(key)) is not None:  # made by another run while we waited
-                return self._result(request, key, record, "cached", started)
-            with self.store.staging(key) as staged:
-                out = self.provider.generate(request, staged)
-                record = self.store.commit(key, staged, {
-                    "provider": self.provider.name,
-                    "endpoint": request.endpoint,
-                    "arguments": request.arguments,
-                    "references": [r.model_dump() for r in request.references],
-                    "width": out.width,
-                    "height": out.height,
-                    "response": out.response,
-                    "provider_request_id": out.request_id,
-                    "run_id": self.run_id,
-                    "made_for": request.attribution.model_dump(),
-                    "created": time.time(),
-                })
-        return self._result(request, key, record, "generated", started)
+                return self._hit(request, key, record, started)
+            estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
+            who = request.attribution
+            if self.budget is not None:
+                try:
+                    self.budget.reserve(who.series, who.episode, estimate.usd,
+                                        f"{who.asset} {who.item} ({request.endpoint}, ${estimate.usd})")
+                except BudgetExceeded as e:
+                    self._record(request, key, "refused", estimate, Decimal(0), error=str(e))
+                    raise
+            cost = Decimal(0)
+            try:
+                with self.store.staging(key) as staged:
+                    try:
+                        out = self.provider.generate(request, staged)
+                    except Exception as e:
+                        billed = estimate.usd if getattr(e, "billed", False) else Decimal(0)
+                        cost = billed
+                        self._record(request, key, "failed", estimate, billed, request_id=getattr(e, "request_id", None),
+                                     error=f"{type(e).__name__}: {e}"[:500])
+                        raise
+                    final = self.quote(request, out.response)
+                    billed = final.usd if out.billed else Decimal(0)
+                    record = self.store.commit(key, staged, {
+                        "provider": self.provider.name, "endpoint": request.endpoint,
+                        "arguments": request.arguments,
+                        "references": [r.model_dump() for r in request.references],
+                        "width": out.width, "height": out.height, "response": out.response,
+                        "provider_request_id": out.request_id, "run_id": self.run_id,
+                        "made_for": who.model_dump(), "created": time.time(),
+                        "billed_usd": str(billed), "list_usd": str(final.usd),
+                    })
+                    row = self._record(request, key, "generated", final, billed, out.width, out.height, out.request_id)
+                    cost = row.cost_usd
+            finally:
+                if self.budget is not None:
+                    self.budget.settle(who.series, who.episode, estimate.usd, cost)
+        return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
+                                out.width, out.height, self.provider.name, time.monotonic() - started, row)
 
     def generate_many(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
         """Results in completion order, up to the provider's concurrency at once."""

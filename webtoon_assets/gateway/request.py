@@ -18,6 +18,8 @@ class Reference(BaseModel):
     role: str = Field(description="what it is, e.g. 'character:mira', 'background:rain_alley', 'style'")
     path: str
     sha256: str
+    width: int | None = None  # sizes price the inputs (most endpoints bill input megapixels)
+    height: int | None = None
 
 
 class Figure(BaseModel):
@@ -46,6 +48,7 @@ class Attribution(BaseModel):
     episode: str
     asset: str
     item: str
+    reusable: bool = False  # a one-time artifact shared by episodes: amortised over the season
 
 
 class GenerationRequest(BaseModel):

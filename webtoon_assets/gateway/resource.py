@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
+import os
+from decimal import Decimal
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from webtoon_assets.gateway.budget import Budget
 from webtoon_assets.gateway.gateway import Gateway
 from webtoon_assets.gateway.providers import select_provider
 from webtoon_assets.gateway.store import ImageStore
+from webtoon_assets.ledger import Ledger
 from webtoon_assets.paths import DataLayout
+from webtoon_assets.pricing import load_pricebook
 
 
 class GatewayResource(ConfigurableResource):
-    """Config: ``data_dir`` (the data root) and ``provider`` ('' = from the environment)."""
+    """Config: ``data_dir`` (the data root), ``provider`` ('' = from the environment) and
+    ``max_run_usd`` (a cap on one run's spend; '' = ``WEBTOON_MAX_RUN_USD`` or none)."""
 
     data_dir: str
     provider: str = ""
+    max_run_usd: str = ""
     _gateway: Gateway | None = PrivateAttr(default=None)
 
     @property
     def layout(self) -> DataLayout:
         return DataLayout(Path(self.data_dir))
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._gateway = Gateway(
-            store=ImageStore(self.layout.store),
+    def build(self, run_id: str = "") -> Gateway:
+        cap = self.max_run_usd or os.environ.get("WEBTOON_MAX_RUN_USD", "")
+        layout = self.layout
+        return Gateway(
+            store=ImageStore(layout.store),
             provider=select_provider(self.provider),
-            run_id=context.run.run_id if context.run else "",
+            ledger=Ledger(layout.ledger_dir),
+            pricebook=load_pricebook(layout.pricebook),
+            budget=Budget(layout.ledger_dir, run_id, per_run_usd=Decimal(cap) if cap else None),
+            run_id=run_id,
         )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._gateway = self.build(context.run.run_id if context.run else "")
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._gateway is not None:
+            self._gateway.ledger.close()
 
     @property
     def gateway(self) -> Gateway:
         if self._gateway is None:  # used outside a run (tests, CLI)
-            self._gateway = Gateway(ImageStore(self.layout.store), select_provider(self.provider))
+            self._gateway = self.build()
         return self._gateway

@@ -1,0 +1,148 @@
+"""Build data/webtoon.duckdb from the ledger (the truth) and the bible.
+
+The file is rebuilt whole into a temporary file and renamed over the old one. A reader holding
+the old file open (the DuckDB CLI, read-only) keeps its snapshot and never blocks a run; two runs
+refreshing at once take turns on a lock; neither ever writes the file someone is reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import duckdb
+import pandas as pd
+from filelock import FileLock
+
+from webtoon_assets.bible import BibleError, episode_ids, load_episode, load_series, series_ids
+from webtoon_assets.costs.whatif import platform_whatif
+from webtoon_assets.ledger import LedgerRow, read_rows
+from webtoon_assets.paths import DataLayout
+from webtoon_assets.pricing import load_pricebook
+
+SQL_VIEWS = Path(__file__).with_name("views.sql")
+MONEY = "DECIMAL(18,8)"
+
+
+def _generations(rows: list[LedgerRow]) -> pd.DataFrame:
+    cols = list(LedgerRow.model_fields) + ["cost_usd", "n_inputs"]
+    data = []
+    for r in rows:
+        d = r.model_dump(mode="json")
+        d["inputs"] = json.dumps(d["inputs"])
+        d["cost_usd"] = str(r.cost_usd)
+        d["n_inputs"] = len(r.inputs)
+        data.append(d)
+    return pd.DataFrame(data, columns=cols).astype(object)
+
+
+def _bible(layout: DataLayout, log: Callable[[str], None]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    series_rows, episode_rows = [], []
+    for sid in series_ids(layout):
+        try:
+            series = load_series(layout, sid)
+        except BibleError as e:
+            log(f"cost tables: skipping series {sid}: {e}")
+            continue
+        series_rows.append({"series": sid, "title": series.title, "planned_episodes": series.planned_episodes,
+                            "target_per_panel_usd": str(series.budget.target_per_panel_usd),
+                            "per_episode_budget_usd": None if series.budget.per_episode_usd is None
+                            else str(series.budget.per_episode_usd)})
+        for eid in episode_ids(layout, sid):
+            try:
+                ep = load_episode(layout, series, eid)
+            except BibleError as e:
+                log(f"cost tables: skipping episode {sid}/{eid}: {e}")
+                continue
+            episode_rows.append({"series": sid, "episode": eid, "title": ep.title, "panels": len(ep.panels)})
+    return (pd.DataFrame(series_rows, columns=["series", "title", "planned_episodes", "target_per_panel_usd",
+                                               "per_episode_budget_usd"]).astype(object),
+            pd.DataFrame(episode_rows, columns=["series", "episode", "title", "panels"]).astype(object))
+
+
+def _whatif(layout: DataLayout, rows: list[LedgerRow], episodes: pd.DataFrame) -> pd.DataFrame:
+    book = load_pricebook(layout.pricebook)
+    usage: dict[tuple[str, str], dict[str, LedgerRow]] = {}
+    produced: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        if r.status == "generated" and r.width and r.height:
+            usage.setdefault((r.series, r.provider), {})[r.request_key] = r
+        if r.status in ("generated", "cached"):
+            produced.setdefault((r.series, r.provider), set()).add(r.episode)
+    panels = {(s, e): int(p) for s, e, p in episodes[["series", "episode", "panels"]].itertuples(index=False)}
+    out = []
+    for (series, provider), used in usage.items():
+        eps = produced.get((series, provider), set())
+        n_panels = sum(panels.get((series, e), 0) for e in eps)
+        for m in platform_whatif(book, list(used.values())):
+            out.append({"series": series, "provider": provider, "episodes": len(eps), "panels": n_panels,
+                        **{k: str(v) if isinstance(v, Decimal) else v for k, v in m.items()}})
+    cols = ["series", "provider", "episodes", "panels", "platform", "model", "endpoints", "max_references",
+            "season_usd", "one_time_usd", "references_dropped"]
+    return pd.DataFrame(out, columns=cols).astype(object)
+
+
+def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) -> None:
+    rows = list(read_rows(layout.ledger_dir))
+    series_df, episodes_df = _bible(layout, log)
+    gen_df, whatif_df = _generations(rows), _whatif(layout, rows, episodes_df)
+    con = duckdb.connect(str(path))
+    try:
+        for name, df in {"_gen": gen_df, "_series": series_df, "_episodes": episodes_df, "_whatif": whatif_df}.items():
+            con.register(name, df)
+        con.execute(f"""
+            CREATE TABLE generations AS SELECT
+              CAST(time AS TIMESTAMPTZ) AS time, CAST(run_id AS VARCHAR) AS run_id,
+              CAST(series AS VARCHAR) AS series, CAST(episode AS VARCHAR) AS episode,
+              CAST(asset AS VARCHAR) AS asset, CAST(item AS VARCHAR) AS item, CAST(reusable AS BOOLEAN) AS reusable,
+              CAST(provider AS VARCHAR) AS provider, CAST(endpoint AS VARCHAR) AS endpoint,
+              CAST(request_key AS VARCHAR) AS request_key, CAST(status AS VARCHAR) AS status,
+              CAST(billed_usd AS {MONEY}) AS billed_usd, CAST(list_usd AS {MONEY}) AS list_usd,
+              CAST(cost_usd AS {MONEY}) AS cost_usd, CAST(credits AS DECIMAL(18,6)) AS credits,
+              CAST(units AS DECIMAL(18,6)) AS units, CAST(unit AS VARCHAR) AS unit,
+              CAST(megapixels AS DECIMAL(18,6)) AS megapixels, CAST(images AS INTEGER) AS images,
+              CAST(seconds AS DECIMAL(18,3)) AS seconds, CAST(width AS INTEGER) AS width,
+              CAST(height AS INTEGER) AS height, CAST(n_inputs AS INTEGER) AS n_inputs,
+              CAST(inputs AS JSON) AS inputs, CAST(provider_request_id AS VARCHAR) AS provider_request_id,
+              CAST(error AS VARCHAR) AS error
+            FROM _gen ORDER BY time;
+            CREATE TABLE series_info AS SELECT CAST(series AS VARCHAR) AS series, CAST(title AS VARCHAR) AS title,
+              CAST(planned_episodes AS INTEGER) AS planned_episodes,
+              CAST(target_per_panel_usd AS {MONEY}) AS target_per_panel_usd,
+              CAST(per_episode_budget_usd AS {MONEY}) AS per_episode_budget_usd FROM _series;
+            CREATE TABLE episodes AS SELECT CAST(series AS VARCHAR) AS series, CAST(episode AS VARCHAR) AS episode,
+              CAST(title AS VARCHAR) AS title, CAST(panels AS INTEGER) AS panels FROM _episodes;
+            CREATE TABLE _whatif_raw AS SELECT CAST(series AS VARCHAR) AS series, CAST(provider AS VARCHAR) AS provider,
+              CAST(episodes AS INTEGER) AS episodes, CAST(panels AS INTEGER) AS panels,
+              CAST(platform AS VARCHAR) AS platform, CAST(model AS VARCHAR) AS model,
+              CAST(endpoints AS VARCHAR) AS endpoints, CAST(max_references AS INTEGER) AS max_references,
+              CAST(season_usd AS {MONEY}) AS season_usd, CAST(one_time_usd AS {MONEY}) AS one_time_usd,
+              CAST(references_dropped AS INTEGER) AS references_dropped FROM _whatif;
+        """)
+        con.execute(SQL_VIEWS.read_text())
+    finally:
+        con.close()
+
+
+def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print) -> Path | None:
+    """Rebuild the DuckDB file. Never raises: the ledger stays the truth, and a failed refresh is
+    logged and repaired by the next one."""
+    target = layout.duckdb_path
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(target.with_name(f".{target.name}.lock")):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                build(tmp, layout, log)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+                Path(f"{tmp}.wal").unlink(missing_ok=True)
+        return target
+    except Exception as e:  # noqa: BLE001 - a cost-table refresh must never fail a generation step
+        log(f"cost tables not refreshed ({type(e).__name__}: {e}); the ledger has every row")
+        return None

@@ -1,0 +1,124 @@
+-- Views over the ledger (generations) and the bible (series_info, episodes).
+-- cost_usd: billed for paid providers; for offline (local) runs, the list price of what was
+-- generated: the offline season is an exact quote. Spend is grouped per provider so an offline
+-- quote and a real run of the same season sit side by side.
+
+CREATE VIEW episode_spend AS
+SELECT series, provider, episode,
+       sum(cost_usd) AS cost_usd,
+       sum(billed_usd) AS billed_usd,
+       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
+       coalesce(sum(list_usd) FILTER (WHERE status = 'cached'), 0) AS saved_usd,
+       count(*) FILTER (WHERE status = 'generated') AS generations,
+       count(*) FILTER (WHERE status = 'cached') AS cache_hits,
+       count(*) FILTER (WHERE status = 'refused') AS refused,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels
+FROM generations GROUP BY series, provider, episode;
+
+CREATE VIEW asset_spend AS
+SELECT series, provider, asset,
+       sum(cost_usd) AS cost_usd, sum(billed_usd) AS billed_usd,
+       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
+       coalesce(sum(list_usd) FILTER (WHERE status = 'cached'), 0) AS saved_usd,
+       count(*) FILTER (WHERE status = 'generated') AS generations,
+       count(*) FILTER (WHERE status = 'cached') AS cache_hits,
+       coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels
+FROM generations GROUP BY series, provider, asset;
+
+CREATE VIEW model_spend AS
+SELECT provider, endpoint,
+       sum(cost_usd) AS cost_usd, sum(billed_usd) AS billed_usd,
+       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
+       count(*) FILTER (WHERE status = 'generated') AS generations,
+       count(*) FILTER (WHERE status = 'cached') AS cache_hits,
+       coalesce(sum(images) FILTER (WHERE status = 'generated'), 0) AS images,
+       coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels,
+       CAST(sum(cost_usd) / nullif(sum(images) FILTER (WHERE status = 'generated'), 0) AS DECIMAL(18,6)) AS usd_per_image
+FROM generations GROUP BY provider, endpoint;
+
+-- Amortization. A one-time artifact (style, character, background) generated once costs C and is
+-- used by U of the N episodes produced so far (series planned to P episodes). Each user bears
+-- C / (U * max(1, P / N)): spread over the episodes that use it and over the planned season, so
+-- over a fully produced season (N = P) the amortised total equals the as-paid total.
+CREATE VIEW amortization AS
+WITH artifacts AS (
+    SELECT series, provider, request_key, any_value(cost_usd) AS cost_usd
+    FROM generations WHERE reusable AND status = 'generated' GROUP BY ALL
+), uses AS (
+    SELECT DISTINCT series, provider, request_key, episode
+    FROM generations WHERE reusable AND status IN ('generated', 'cached')
+), users AS (
+    SELECT series, provider, request_key, count(*) AS n_users FROM uses GROUP BY ALL
+), produced AS (
+    SELECT series, provider, count(DISTINCT episode) AS n_produced
+    FROM generations WHERE status IN ('generated', 'cached') GROUP BY ALL
+), shares AS (
+    SELECT u.series, u.provider, u.episode,
+           sum(a.cost_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced))) AS shared_usd
+    FROM uses u
+    JOIN artifacts a USING (series, provider, request_key)
+    JOIN users us USING (series, provider, request_key)
+    JOIN produced p USING (series, provider)
+    JOIN series_info s USING (series)
+    GROUP BY ALL
+), paid AS (
+    SELECT series, provider, episode,
+           sum(cost_usd) AS as_paid_usd,
+           coalesce(sum(cost_usd) FILTER (WHERE reusable AND status = 'generated'), 0) AS one_time_made_usd,
+           coalesce(sum(cost_usd) FILTER (WHERE NOT (reusable AND status = 'generated')), 0) AS episode_usd
+    FROM generations GROUP BY ALL
+    HAVING count(*) FILTER (WHERE status IN ('generated', 'cached')) > 0
+)
+SELECT p.series, p.provider, p.episode, e.panels,
+       p.as_paid_usd,
+       p.one_time_made_usd,
+       p.episode_usd,
+       CAST(coalesce(sh.shared_usd, 0) AS DECIMAL(18,8)) AS shared_usd,
+       CAST(p.episode_usd + coalesce(sh.shared_usd, 0) AS DECIMAL(18,8)) AS amortised_usd,
+       CAST(p.as_paid_usd / nullif(e.panels, 0) AS DECIMAL(18,6)) AS as_paid_per_panel_usd,
+       CAST((p.episode_usd + coalesce(sh.shared_usd, 0)) / nullif(e.panels, 0) AS DECIMAL(18,6)) AS amortised_per_panel_usd,
+       s.target_per_panel_usd,
+       (p.episode_usd + coalesce(sh.shared_usd, 0)) / nullif(e.panels, 0) <= s.target_per_panel_usd AS meets_target
+FROM paid p
+LEFT JOIN shares sh USING (series, provider, episode)
+LEFT JOIN episodes e USING (series, episode)
+JOIN series_info s USING (series)
+ORDER BY p.series, p.provider, p.episode;
+
+-- Projection: one-time costs so far plus N times the average per-episode cost (the study's
+-- "10-episode total"), for N = 1..planned and 10.
+CREATE VIEW projection AS
+WITH per AS (
+    SELECT series, provider, count(*) AS produced,
+           avg(episode_usd) AS per_episode_usd, avg(panels) AS panels_per_episode,
+           sum(one_time_made_usd) AS one_time_usd
+    FROM amortization GROUP BY ALL
+), ns AS (
+    SELECT series, unnest(list_distinct(list_concat(range(1, planned_episodes + 1), [10]))) AS episodes
+    FROM series_info
+)
+SELECT per.series, per.provider, ns.episodes, per.produced,
+       CAST(per.one_time_usd AS DECIMAL(18,6)) AS one_time_usd,
+       CAST(per.per_episode_usd AS DECIMAL(18,6)) AS per_episode_usd,
+       CAST(per.one_time_usd + ns.episodes * per.per_episode_usd AS DECIMAL(18,6)) AS total_usd,
+       CAST((per.one_time_usd + ns.episodes * per.per_episode_usd) / (ns.episodes * per.panels_per_episode)
+            AS DECIMAL(18,6)) AS per_panel_usd,
+       s.target_per_panel_usd,
+       (per.one_time_usd + ns.episodes * per.per_episode_usd) / (ns.episodes * per.panels_per_episode)
+           <= s.target_per_panel_usd AS meets_target
+FROM per JOIN ns USING (series) JOIN series_info s USING (series)
+ORDER BY per.series, per.provider, ns.episodes;
+
+-- What the season's actual usage would cost on every image model in the price book, ranked.
+CREATE VIEW platform_whatif AS
+SELECT w.series, w.provider AS usage_from,
+       rank() OVER (PARTITION BY w.series, w.provider ORDER BY w.season_usd / nullif(w.panels, 0), w.model) AS rank,
+       w.platform, w.model, w.episodes, w.panels, w.season_usd,
+       CAST(w.season_usd / nullif(w.panels, 0) AS DECIMAL(18,6)) AS per_panel_usd,
+       CAST(w.one_time_usd + 10 * (w.season_usd - w.one_time_usd) / nullif(w.episodes, 0) AS DECIMAL(18,6))
+           AS ten_episode_usd,
+       w.season_usd / nullif(w.panels, 0) <= s.target_per_panel_usd AS meets_target,
+       w.max_references, w.references_dropped, w.endpoints
+FROM _whatif_raw w JOIN series_info s USING (series)
+ORDER BY w.series, w.provider, rank;

@@ -1,0 +1,50 @@
+"""Re-price the season's actual usage on every image model in the price book."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from webtoon_assets.ledger import LedgerRow
+from webtoon_assets.pricing import PriceBook, PriceEntry, QuoteError, quote
+
+
+def _usage_request(row: LedgerRow, entry: PriceEntry) -> dict[str, Any]:
+    inputs = row.inputs[: entry.max_references]
+    req: dict[str, Any] = {"image_size": {"width": row.width, "height": row.height}, "num_images": row.images or 1}
+    if inputs:
+        req["image_urls"] = [f"ref{i}" for i in range(len(inputs))]
+        req["input_image_sizes"] = [{"width": w, "height": h} for w, h in inputs]
+    return req
+
+
+def platform_whatif(book: PriceBook, usage: list[LedgerRow]) -> list[dict[str, Any]]:
+    """One row per (platform, model): the cost of ``usage`` (distinct generated requests of one
+    series on one provider) had every generation been made there. A generation with reference
+    images goes to the model's endpoint that takes references, else to its text-to-image one."""
+    models: dict[tuple[str, str], list[PriceEntry]] = defaultdict(list)
+    for e in book.entries:
+        if e.kind == "image":
+            models[(e.platform, e.model)].append(e)
+    out = []
+    for (platform, model), entries in models.items():
+        text = next((e for e in entries if e.max_references == 0), None)
+        edit = max((e for e in entries if e.max_references > 0), key=lambda e: e.max_references, default=None)
+        total = one_time = Decimal(0)
+        dropped_refs = 0
+        for row in usage:
+            entry = edit if (row.inputs and edit) or text is None else text
+            dropped_refs += max(0, len(row.inputs) - entry.max_references)
+            try:
+                usd = quote(entry.endpoint, _usage_request(row, entry), book=book).usd
+            except QuoteError:
+                continue
+            total += usd
+            if row.reusable:
+                one_time += usd
+        out.append({"platform": platform, "model": model,
+                    "endpoints": ", ".join(e.endpoint for e in entries),
+                    "max_references": max(e.max_references for e in entries),
+                    "season_usd": total, "one_time_usd": one_time, "references_dropped": dropped_refs})
+    return out

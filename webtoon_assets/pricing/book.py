@@ -1,0 +1,93 @@
+"""The price book (data/pricebook.yaml): one entry per endpoint, with its rule, source and date.
+Prices live here, never in code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from webtoon_assets.bible.errors import BibleError
+from webtoon_assets.paths import data_root
+from webtoon_assets.pricing.rules import PriceRule
+
+Kind = Literal["image", "video", "audio", "text"]
+
+
+class PriceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    endpoint: str
+    platform: str = Field(description="who sells it: fal, bfl, gemini, together, replicate, byteplus")
+    model: str = Field(description="the model's name; an endpoint and its /edit share one")
+    kind: Kind
+    max_references: int = Field(0, ge=0, description="reference images it accepts (0: text-to-image)")
+    price: PriceRule
+    source: str
+    read: dt.date
+    notes: str = ""
+
+
+class PriceBook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    credits_per_usd: Decimal = Decimal(120)
+    entries: list[PriceEntry]
+
+    @model_validator(mode="after")
+    def _unique(self) -> "PriceBook":
+        seen: set[str] = set()
+        for e in self.entries:
+            if e.endpoint in seen:
+                raise ValueError(f"endpoint {e.endpoint!r} is listed twice")
+            seen.add(e.endpoint)
+        return self
+
+    def entry(self, endpoint: str) -> PriceEntry:
+        for e in self.entries:
+            if e.endpoint == endpoint:
+                return e
+        raise UnknownEndpoint(endpoint)
+
+    def has(self, endpoint: str) -> bool:
+        return any(e.endpoint == endpoint for e in self.entries)
+
+
+class UnknownEndpoint(KeyError):
+    def __init__(self, endpoint: str):
+        super().__init__(endpoint)
+        self.endpoint = endpoint
+
+    def __str__(self) -> str:
+        return (f"unknown endpoint {self.endpoint!r}: it has no entry in the price book "
+                f"({pricebook_path()}); add one (rule, source, date read) before using it")
+
+
+def pricebook_path() -> Path:
+    return Path(os.environ.get("WEBTOON_PRICEBOOK", data_root() / "pricebook.yaml"))
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path, mtime: float) -> PriceBook:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return PriceBook.model_validate(raw)
+    except yaml.YAMLError as e:
+        raise BibleError(path, [f"expected valid YAML: {e}"]) from e
+    except ValidationError as e:
+        raise BibleError.from_validation(path, e) from e
+
+
+def load_pricebook(path: Path | None = None) -> PriceBook:
+    """The price book, re-read when the file changes. ``WEBTOON_CREDITS_PER_USD`` overrides the rate."""
+    path = (path or pricebook_path()).resolve()
+    if not path.is_file():
+        raise BibleError(path, ["expected the price book here (see README, 'Prices')"])
+    book = _load(path, path.stat().st_mtime)
+    if rate := os.environ.get("WEBTOON_CREDITS_PER_USD"):
+        book = book.model_copy(update={"credits_per_usd": Decimal(rate)})
+    return book
