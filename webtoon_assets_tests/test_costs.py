@@ -1,0 +1,190 @@
+"""The DuckDB cost tables: what they say about the offline season, their invariants, and that
+readers and concurrent runs never get in each other's way."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from decimal import Decimal
+
+import duckdb
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance
+
+from webtoon_assets.costs import refresh_cost_tables
+from webtoon_assets.costs.summary import season_summary
+from webtoon_assets.definitions import build_definitions
+from webtoon_assets.demo import run_season
+from webtoon_assets.ledger import read_rows
+from webtoon_assets.paths import REPO_ROOT, DataLayout
+from webtoon_assets_tests.conftest import SAMPLE
+
+
+def set_planned(layout, n: int) -> None:
+    path = layout.series_dir(SAMPLE) / "series.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["planned_episodes"] = n
+    path.write_text(yaml.safe_dump(data))
+
+
+def sql(layout, query: str, *params):
+    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
+    try:
+        return con.execute(query, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory):
+    """The whole sample season, offline, with a planned length of 3: fully produced. Made once."""
+    root = tmp_path_factory.mktemp("season") / "data"
+    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
+    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
+    layout = DataLayout(root)
+    set_planned(layout, 3)
+    (root.parent / "dagster").mkdir()
+    with DagsterInstance.local_temp(tempdir=str(root.parent / "dagster")) as inst:
+        run_season(inst, build_definitions(layout), layout, SAMPLE)
+        yield layout, inst
+
+
+@pytest.fixture
+def season(produced, tmp_path, monkeypatch):
+    """A private copy of the produced season, free to change."""
+    layout = DataLayout(tmp_path / "data")
+    shutil.copytree(produced[0].root, layout.root)
+    monkeypatch.setenv("WEBTOON_DATA_DIR", str(layout.root))
+    return layout
+
+
+def test_offline_season_is_an_exact_quote(season):
+    layout = season
+    rows = list(read_rows(layout.ledger_dir))
+    generated = [r for r in rows if r.status == "generated"]
+    assert all(r.billed_usd == 0 for r in rows) and all(r.list_usd > 0 for r in generated)
+    quote_total = sum(r.list_usd for r in generated)
+    (billed, cost, n), = sql(layout, "SELECT sum(billed_usd), sum(cost_usd), count(*) FROM generations")
+    assert billed == 0 and cost == quote_total and n == len(rows)
+    assert sql(layout, "SELECT sum(cost_usd) FROM episode_spend")[0][0] == quote_total
+    assert sql(layout, "SELECT sum(cost_usd) FROM asset_spend")[0][0] == quote_total
+    assert sql(layout, "SELECT sum(cost_usd) FROM model_spend")[0][0] == quote_total
+    # one row per attempt: hits are recorded, with what they saved
+    (hits, saved), = sql(layout, "SELECT count(*), sum(list_usd) FROM generations WHERE status = 'cached'")
+    assert hits == 9 and saved > 0  # ep02: style, mira, tomas, lantern_shop; ep03: style, mira, juno, tomas, alley
+
+
+def test_amortised_totals_equal_as_paid_over_a_fully_produced_season(season):
+    layout = season
+    (paid, amort), = sql(layout, "SELECT sum(as_paid_usd), sum(amortised_usd) FROM amortization")
+    assert paid == pytest.approx(amort, abs=Decimal("0.00000003"))
+    ep = {e: (p, a, once) for e, p, a, once in sql(
+        layout, "SELECT episode, as_paid_usd, amortised_usd, one_time_made_usd FROM amortization")}
+    # episode 1 bears the one-time artifacts it first made; amortising moves part of them to later episodes
+    assert ep["ep01"][2] > ep["ep02"][2] > 0
+    assert ep["ep01"][1] < ep["ep01"][0]
+    # per panel both ways, against the series target
+    for per_paid, per_amort, target, meets in sql(
+            layout, "SELECT as_paid_per_panel_usd, amortised_per_panel_usd, target_per_panel_usd, meets_target "
+                    "FROM amortization"):
+        assert target == Decimal("0.05") and meets == (per_amort <= target) and per_paid > 0
+
+
+def test_amortising_over_a_longer_planned_season_leaves_the_rest_to_later_episodes(season):
+    layout = season
+    set_planned(layout, 10)
+    refresh_cost_tables(layout)
+    (paid, amort, shared), = sql(layout, "SELECT sum(as_paid_usd), sum(amortised_usd), sum(shared_usd) FROM amortization")
+    (one_time,), = sql(layout, "SELECT sum(cost_usd) FROM generations WHERE reusable AND status = 'generated'")
+    assert shared == pytest.approx(one_time * Decimal(3) / Decimal(10), abs=Decimal("0.00000003"))
+    assert amort < paid
+
+
+def test_projection_is_one_time_plus_n_times_the_episode_average(season):
+    layout = season
+    set_planned(layout, 4)
+    refresh_cost_tables(layout)
+    rows = sql(layout, "SELECT episodes, one_time_usd, per_episode_usd, total_usd, per_panel_usd FROM projection")
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 10]
+    (avg_ep, avg_panels), = sql(layout, "SELECT avg(episode_usd), avg(panels) FROM amortization")
+    for n, one_time, per_ep, total, per_panel in rows:
+        assert total == pytest.approx(one_time + n * per_ep, abs=Decimal("0.000002"))
+        assert float(per_panel) == pytest.approx(float(total) / (n * avg_panels), rel=1e-4)
+        assert float(per_ep) == pytest.approx(avg_ep, rel=1e-6)
+
+
+def test_platform_whatif_reprices_real_usage_and_ranks_it(season):
+    layout = season
+    rows = sql(layout, "SELECT rank, platform, model, season_usd, per_panel_usd, panels, references_dropped "
+                       "FROM platform_whatif ORDER BY rank")
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    per_panel = [r[4] for r in rows]
+    assert per_panel == sorted(per_panel)
+    models = {r[2]: r for r in rows}
+    # the season was made (offline) on FLUX.2 [flash]: re-pricing it there gives the same total
+    (quoted,), = sql(layout, "SELECT sum(list_usd) FROM generations WHERE status = 'generated'")
+    assert models["FLUX.2 [flash]"][3] == quoted and models["FLUX.2 [flash]"][5] == 30
+    # every image model of the study is compared, on every platform
+    assert {"FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]", "Nano Banana Pro", "Seedream 4.5",
+            "FLUX.2 [pro] (BFL API)", "Gemini 3 Pro Image (direct)"} <= set(models)
+    assert models["FLUX.1 [schnell]"][6] > 0  # text-only models drop the references, and say so
+
+
+def test_materializations_carry_the_cost_numbers(produced):
+    meta = produced[1].get_latest_materialization_event(AssetKey([SAMPLE, "panels"])).asset_materialization.metadata
+    for key in ("cost_usd", "list_usd", "credits", "generations", "cache_hits", "megapixels"):
+        assert isinstance(meta[key].value, (int, float)), key
+    assert meta["cost_usd"].value == 0 and meta["list_usd"].value > 0 and meta["generations"].value == 9
+    assert "| p01 | paid | `fal-ai/flux-2/flash/edit` |" in meta["items"].value
+
+
+def test_summary_prints_every_part(season):
+    text = season_summary(season.duckdb_path, SAMPLE)
+    for part in ("ep01", "ep03", "as paid", "amortised", "10-episode projection", "cheapest platforms", "met"):
+        assert part in text
+
+
+def test_a_reader_holding_the_file_never_blocks_a_refresh(season):
+    layout = season
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, duckdb
+        con = duckdb.connect({str(layout.duckdb_path)!r}, read_only=True)
+        print(con.execute("SELECT count(*) FROM generations").fetchone()[0], flush=True)
+        sys.stdin.readline()  # hold the file open until told
+        print(con.execute("SELECT count(*) FROM generations").fetchone()[0], flush=True)
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        before = int(holder.stdout.readline())
+        # a new episode's run writes the ledger and refreshes the file while the reader holds it
+        (layout.episodes_dir(SAMPLE) / "ep04.txt").write_text(
+            (layout.episodes_dir(SAMPLE) / "ep03.txt").read_text().replace("Running.", "Running again."))
+        with DagsterInstance.ephemeral() as inst:
+            run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep04"])
+        assert refresh_cost_tables(layout) is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert int(holder.stdout.readline()) == before  # the reader kept its snapshot, undisturbed
+        assert holder.wait(30) == 0
+    finally:
+        holder.kill()
+    (after,), = sql(layout, "SELECT count(*) FROM generations")
+    assert after > before
+    assert ("ep04",) in sql(layout, "SELECT episode FROM amortization")
+
+
+def test_concurrent_refreshes_never_fail(season):
+    layout = season
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(refresh_cost_tables(layout, log=pytest.fail)))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [layout.duckdb_path] * 6
+    assert sql(layout, "SELECT count(*) FROM amortization")[0][0] == 3
+    assert not list(layout.root.glob(".webtoon.duckdb.*.tmp*"))
