@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, define_asset_job
+import os
+
+from dagster import Definitions, EnvVar, define_asset_job
 
 from webtoon_assets.assets import build_series_assets
 from webtoon_assets.assets.io import ManifestIOManager
@@ -32,7 +34,9 @@ def build_definitions(layout: DataLayout) -> Definitions:
         jobs=jobs,
         sensors=sensors,
         resources={
-            "gateway": GatewayResource(data_dir=str(layout.root)),
+            # The key is passed as an EnvVar so Dagster resolves it at run time and never shows it.
+            "gateway": GatewayResource(data_dir=str(layout.root),
+                                       fal_key=EnvVar("FAL_KEY") if os.environ.get("FAL_KEY") else None),
             "manifests": ManifestIOManager(data_dir=str(layout.root)),
         },
     )

@@ -13,6 +13,7 @@ from PIL import Image
 from webtoon_assets.gateway import Attribution, Gateway, GenerationRequest, ImageStore, PreviewHints, Reference
 from webtoon_assets.gateway.providers import LocalProvider, select_provider
 from webtoon_assets.gateway.providers.base import ProviderResult
+from webtoon_assets.gateway.retry import GenerationFailed
 from webtoon_assets.ledger import Ledger, read_rows
 from webtoon_assets.paths import REPO_ROOT
 from webtoon_assets.pricing import load_pricebook
@@ -61,12 +62,15 @@ class CountingProvider:
         self.delay = delay
         self._lock = threading.Lock()
 
-    def generate(self, req: GenerationRequest, dest: Path) -> ProviderResult:
+    def generate(self, req: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
         with self._lock:
             self.calls += 1
         time.sleep(self.delay)
         Image.new("RGB", (64, 64), "red").save(dest, format="PNG")
         return ProviderResult(width=64, height=64)
+
+    def close(self) -> None:
+        pass
 
 
 def test_hit_costs_no_provider_call(tmp_path):
@@ -105,12 +109,12 @@ def test_two_processes_needing_one_image_make_it_once(tmp_path):
 
 def test_a_failed_generation_leaves_nothing_behind(tmp_path):
     class Broken(CountingProvider):
-        def generate(self, req, dest):
+        def generate(self, req, dest, key=""):
             dest.write_bytes(b"half an image")
             raise RuntimeError("provider fell over")
 
     gw = make_gateway(tmp_path, Broken())
-    with pytest.raises(RuntimeError):
+    with pytest.raises(GenerationFailed, match="panels p01 of s/ep01 failed after 1 attempt"):
         gw.generate(request())
     assert gw.store.get(request().key("local")) is None
     assert not list((tmp_path / "store" / "images").rglob("*.png*"))

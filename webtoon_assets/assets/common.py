@@ -17,6 +17,7 @@ from webtoon_assets.bible import BibleError, Episode, Series, load_episode, load
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.gateway import GenerationRequest, GenerationResult
 from webtoon_assets.gateway.budget import BudgetExceeded
+from webtoon_assets.gateway.retry import GenerationFailed
 from webtoon_assets.gateway.resource import GatewayResource
 from webtoon_assets.pricing import QuoteError, UnknownEndpoint
 
@@ -106,7 +107,7 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
             paid = f"${result.billed_usd} billed" if result.status == "generated" else "free"
             context.log.info(f"{asset} {n}/{len(requests)} {item}: {result.status} ({paid}, list "
                              f"${result.list_usd}, {result.seconds:.2f}s)")
-    except (BudgetExceeded, UnknownEndpoint, QuoteError) as e:
+    except (BudgetExceeded, UnknownEndpoint, QuoteError, GenerationFailed) as e:
         raise Failure(description=str(e), allow_retries=False) from e
     finally:
         refresh_cost_tables(gateway.layout, log=context.log.warning)

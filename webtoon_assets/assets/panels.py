@@ -7,13 +7,13 @@ from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDe
 
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.assets.manifests import ImageSet, Storyboard
-from webtoon_assets.assets.partitions import episode_asset
+from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.assets.requests import panel_references, panel_request
 from webtoon_assets.gateway.resource import GatewayResource
 
 
 def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    @episode_asset(series_id, partitions, kinds={"image"},
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="One image per panel; its character sheets, background and style are sent as references.")
     def panels(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
                style_sheet: dict[str, Any], character_sheets: dict[str, Any],

@@ -11,19 +11,19 @@ from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDe
 
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.assets.manifests import Storyboard
-from webtoon_assets.assets.partitions import episode_asset
+from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.assets.requests import background_request, character_request, style_request
 from webtoon_assets.gateway.resource import GatewayResource
 
 
 def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[AssetsDefinition]:
-    @episode_asset(series_id, partitions, kinds={"image"},
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="The series' visual style reference image.")
     def style_sheet(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult:
         series, _ = load_inputs(context, gateway)
         return make_images(context, gateway, series, "style_sheet", [style_request(series, context.partition_key)])
 
-    @episode_asset(series_id, partitions, kinds={"image"},
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A reference sheet per character appearing in the episode.")
     def character_sheets(context: AssetExecutionContext, gateway: GatewayResource,
                          storyboard: dict[str, Any]) -> MaterializeResult:
@@ -31,7 +31,7 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[Asset
         return make_images(context, gateway, series, "character_sheets",
                            [character_request(series, context.partition_key, c) for c in episode.characters()])
 
-    @episode_asset(series_id, partitions, kinds={"image"},
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A background plate per location used in the episode.")
     def backgrounds(context: AssetExecutionContext, gateway: GatewayResource,
                     storyboard: dict[str, Any]) -> MaterializeResult:

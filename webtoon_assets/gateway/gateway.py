@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from webtoon_assets.gateway.budget import Budget, BudgetExceeded
-from webtoon_assets.gateway.providers.base import Provider
+from webtoon_assets.gateway.providers.base import Provider, ProviderError, ProviderResult
+from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.ledger import Ledger, LedgerRow, Status
@@ -63,7 +64,9 @@ def pricing_request(request: GenerationRequest) -> dict[str, Any]:
 
 class Gateway:
     def __init__(self, store: ImageStore, provider: Provider, ledger: Ledger, pricebook: PriceBook,
-                 budget: Budget | None = None, run_id: str = "", log: Callable[[str], None] | None = None):
+                 budget: Budget | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
+                 retry: RetryPolicy | None = None):
+        self.retry = retry or RetryPolicy()
         self.store = store
         self.provider = provider
         self.ledger = ledger
@@ -77,7 +80,7 @@ class Gateway:
 
     def _record(self, request: GenerationRequest, key: str, status: Status, q: Quote, billed: Decimal,
                 width: int | None = None, height: int | None = None, request_id: str | None = None,
-                error: str | None = None) -> LedgerRow:
+                error: str | None = None, billable_units: Decimal | None = None) -> LedgerRow:
         who = request.attribution
         row = LedgerRow(
             time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=who.series, episode=who.episode,
@@ -86,7 +89,7 @@ class Gateway:
             credits=billed * self.pricebook.credits_per_usd if billed else q.credits, units=q.units, unit=q.unit,
             megapixels=q.megapixels, images=q.images, seconds=q.seconds, width=width, height=height,
             inputs=[(r.width, r.height) for r in request.references if r.width and r.height],
-            provider_request_id=request_id, error=error,
+            provider_request_id=request_id, billable_units=billable_units, error=error,
         )
         self.ledger.append(row)
         return row
@@ -106,43 +109,70 @@ class Gateway:
             if (record := self.store.get(key)) is not None:  # made by another run while we waited
                 return self._hit(request, key, record, started)
             estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
-            who = request.attribution
-            if self.budget is not None:
-                try:
-                    self.budget.reserve(who.series, who.episode, estimate.usd,
-                                        f"{who.asset} {who.item} ({request.endpoint}, ${estimate.usd})")
-                except BudgetExceeded as e:
-                    self._record(request, key, "refused", estimate, Decimal(0), error=str(e))
-                    raise
-            cost = Decimal(0)
-            try:
-                with self.store.staging(key) as staged:
-                    try:
-                        out = self.provider.generate(request, staged)
-                    except Exception as e:
-                        billed = estimate.usd if getattr(e, "billed", False) else Decimal(0)
-                        cost = billed
-                        self._record(request, key, "failed", estimate, billed, request_id=getattr(e, "request_id", None),
-                                     error=f"{type(e).__name__}: {e}"[:500])
-                        raise
-                    final = self.quote(request, out.response)
-                    billed = final.usd if out.billed else Decimal(0)
-                    record = self.store.commit(key, staged, {
-                        "provider": self.provider.name, "endpoint": request.endpoint,
-                        "arguments": request.arguments,
-                        "references": [r.model_dump() for r in request.references],
-                        "width": out.width, "height": out.height, "response": out.response,
-                        "provider_request_id": out.request_id, "run_id": self.run_id,
-                        "made_for": who.model_dump(), "created": time.time(),
-                        "billed_usd": str(billed), "list_usd": str(final.usd),
-                    })
-                    row = self._record(request, key, "generated", final, billed, out.width, out.height, out.request_id)
-                    cost = row.cost_usd
-            finally:
-                if self.budget is not None:
-                    self.budget.settle(who.series, who.episode, estimate.usd, cost)
+            with self.store.staging(key) as staged:
+                out, attempt = self._attempts(request, key, estimate, staged)
+                final = self.quote(attempt, out.response)
+                billed = final.usd if out.billed else Decimal(0)
+                record = self.store.commit(key, staged, {
+                    "provider": self.provider.name, "endpoint": request.endpoint,
+                    "arguments": request.arguments, "sent_seed": attempt.arguments.get("seed"),
+                    "references": [r.model_dump() for r in request.references],
+                    "width": out.width, "height": out.height, "response": out.response,
+                    "provider_request_id": out.request_id, "run_id": self.run_id,
+                    "made_for": request.attribution.model_dump(), "created": time.time(),
+                    "billed_usd": str(billed), "list_usd": str(final.usd),
+                })
+                row = self._record(request, key, "generated", final, billed, out.width, out.height,
+                                   out.request_id, billable_units=out.billable_units)
+                self._settle(request, estimate, row.cost_usd)
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
                                 out.width, out.height, self.provider.name, time.monotonic() - started, row)
+
+    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, staged: Path
+                  ) -> tuple[ProviderResult, GenerationRequest]:
+        """Call the provider until it succeeds or the policy gives up; a ledger row per failure."""
+        who = request.attribution
+        tries = nsfw = 0
+        attempt = request
+        while True:
+            self._reserve(attempt, estimate)
+            try:
+                return self.provider.generate(attempt, staged, key), attempt
+            except Exception as e:
+                err = e if isinstance(e, ProviderError) else ProviderError(
+                    f"{type(e).__name__}: {e}", retryable=False, billed=False)
+                billed = estimate.usd if err.billed else Decimal(0)
+                self._record(request, key, "failed", estimate, billed, request_id=err.request_id,
+                             error=str(err)[:500])
+                self._settle(request, estimate, billed)
+                tries += 1
+                if err.nsfw and nsfw < self.retry.nsfw_retries:
+                    nsfw += 1  # the same request with another seed; the stored key stays the original
+                    seed = int(request.arguments.get("seed", 0))
+                    attempt = request.model_copy(update={"arguments": {**request.arguments,
+                                                                       "seed": (seed + 7919 * nsfw) & 0x7FFFFFFF}})
+                    continue
+                if err.retryable and not err.nsfw and tries < self.retry.attempts:
+                    time.sleep(self.retry.delay(tries))
+                    continue
+                raise GenerationFailed(
+                    f"{who.asset} {who.item} of {who.series}/{who.episode} failed after {tries} attempt(s) on "
+                    f"{request.endpoint}: {err}") from (e if not isinstance(e, ProviderError) else None)
+
+    def _reserve(self, request: GenerationRequest, estimate: Quote) -> None:
+        if self.budget is None:
+            return
+        who = request.attribution
+        try:
+            self.budget.reserve(who.series, who.episode, estimate.usd,
+                                f"{who.asset} {who.item} ({request.endpoint}, ${estimate.usd})")
+        except BudgetExceeded as e:
+            self._record(request, request.key(self.provider.name), "refused", estimate, Decimal(0), error=str(e))
+            raise
+
+    def _settle(self, request: GenerationRequest, estimate: Quote, cost: Decimal) -> None:
+        if self.budget is not None:
+            self.budget.settle(request.attribution.series, request.attribution.episode, estimate.usd, cost)
 
     def generate_many(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
         """Results in completion order, up to the provider's concurrency at once."""

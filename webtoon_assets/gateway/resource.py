@@ -12,6 +12,7 @@ from pydantic import PrivateAttr
 from webtoon_assets.gateway.budget import Budget
 from webtoon_assets.gateway.gateway import Gateway
 from webtoon_assets.gateway.providers import select_provider
+from webtoon_assets.gateway.retry import RetryPolicy
 from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.ledger import Ledger
 from webtoon_assets.paths import DataLayout
@@ -19,12 +20,14 @@ from webtoon_assets.pricing import load_pricebook
 
 
 class GatewayResource(ConfigurableResource):
-    """Config: ``data_dir`` (the data root), ``provider`` ('' = from the environment) and
-    ``max_run_usd`` (a cap on one run's spend; '' = ``WEBTOON_MAX_RUN_USD`` or none)."""
+    """Config: ``data_dir`` (the data root), ``provider`` ('' = from the environment),
+    ``max_run_usd`` (a cap on one run's spend; '' = ``WEBTOON_MAX_RUN_USD`` or none) and
+    ``fal_key`` (given as ``EnvVar("FAL_KEY")``: resolved at run time, never shown or logged)."""
 
     data_dir: str
     provider: str = ""
     max_run_usd: str = ""
+    fal_key: str | None = None
     _gateway: Gateway | None = PrivateAttr(default=None)
 
     @property
@@ -36,11 +39,12 @@ class GatewayResource(ConfigurableResource):
         layout = self.layout
         return Gateway(
             store=ImageStore(layout.store),
-            provider=select_provider(self.provider),
+            provider=select_provider(self.provider, self.fal_key, layout.store),
             ledger=Ledger(layout.ledger_dir),
             pricebook=load_pricebook(layout.pricebook),
             budget=Budget(layout.ledger_dir, run_id, per_run_usd=Decimal(cap) if cap else None),
             run_id=run_id,
+            retry=RetryPolicy.from_env(),
         )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -48,6 +52,7 @@ class GatewayResource(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._gateway is not None:
+            self._gateway.provider.close()
             self._gateway.ledger.close()
 
     @property

@@ -36,6 +36,7 @@ class LedgerRow(BaseModel):
     height: int | None = None
     inputs: list[tuple[int, int]] = Field(default_factory=list, description="reference image sizes sent")
     provider_request_id: str | None = None
+    billable_units: Decimal | None = Field(None, description="units the provider reported (fal: x-fal-billable-units)")
     error: str | None = None
 
     @property

@@ -1,8 +1,9 @@
-"""The provider interface: turn one request into one image file, or raise."""
+"""The provider interface: turn one request into one image file, or raise ProviderError."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,12 +17,28 @@ class ProviderResult:
     response: dict[str, Any] = field(default_factory=dict)  # what the provider answered, for pricing
     request_id: str | None = None
     billed: bool = False  # True when real money was charged (fal), False offline
+    billable_units: Decimal | None = None  # as the provider reported them (fal: x-fal-billable-units)
+
+
+class ProviderError(RuntimeError):
+    """One failed attempt. ``retryable``: another attempt may succeed; ``billed``: the provider
+    charged for this attempt anyway; ``nsfw``: retry with a new seed."""
+
+    def __init__(self, message: str, *, retryable: bool, billed: bool, request_id: str | None = None,
+                 nsfw: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+        self.billed = billed
+        self.request_id = request_id
+        self.nsfw = nsfw
 
 
 class Provider(Protocol):
     name: str
     concurrency: int  # requests it can usefully run at once
 
-    def generate(self, request: GenerationRequest, dest: Path) -> ProviderResult:
-        """Write the image for ``request`` to ``dest`` (PNG)."""
+    def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
+        """Write the image for ``request`` to ``dest`` (PNG). ``key`` is the request's store key."""
         ...
+
+    def close(self) -> None: ...

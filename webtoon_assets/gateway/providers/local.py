@@ -14,7 +14,7 @@ class LocalProvider:
     name = "local"
     concurrency = 1  # Pillow drawing is CPU-bound and quick; threads would only contend
 
-    def generate(self, request: GenerationRequest, dest: Path) -> ProviderResult:
+    def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
         width, height = size_pixels(request.arguments.get("image_size", "square_hd"))
         image = render_preview(request, width, height)
         image.save(dest, format="PNG", optimize=False, compress_level=3)
@@ -24,3 +24,6 @@ class LocalProvider:
             response={"images": [{"width": width, "height": height, "content_type": "image/png"}],
                       "seed": request.arguments.get("seed")},
         )
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,386 @@
+"""A loopback fake of fal's queue API, for tests and benchmarks, driven through the real fal-client.
+
+It speaks HTTPS on 127.0.0.1 with a certificate from a test CA (point ``SSL_CERT_FILE`` at the
+CA), and implements what fal-client uses: submit, status, result, cancel, the image URLs it
+returns, and CDN uploads. Requests complete ``latency`` seconds after they start; at most ``slots``
+run at once (a new fal account has 2), the rest wait in the queue. Faults are injected by
+configuration and the fake counts everything it is asked, so a test can assert how many paid
+calls happened.
+
+Run it as its own process (it must outlive a pipeline killed with SIGKILL):
+
+    python -m webtoon_assets_tests.fake_fal --cert server.pem [--latency 2] [--slots 8] [--key KEY]
+
+It prints ``PORT <n>`` once listening. Control endpoints: GET /_fake/stats, POST /_fake/config
+(JSON: latency, slots, faults), POST /_fake/reset.
+
+Fault kinds (``{"kind": K, "count": N, "match": "substring of the prompt"}``):
+  submit phase:  429, 500, 503_id (503 with a request id), 503_nginx (ingress 503, no id), drop
+                 (connection closed with no answer), 422
+  request phase: slow (runs ``seconds``, default 600), error (completes with an error),
+                 nsfw (has_nsfw_concepts true), malformed_json (result body is broken once),
+                 corrupt_image (image bytes are garbage; ``times`` downloads, default 1),
+                 oversized (image header claims 40000x40000 px)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import ssl
+import struct
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlparse
+
+from PIL import Image
+
+PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
+           "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
+SUBMIT_FAULTS = {"429", "500", "503_id", "503_nginx", "drop", "422"}
+REQUEST_FAULTS = {"slow", "error", "nsfw", "malformed_json", "corrupt_image", "oversized"}
+
+
+@dataclass
+class Req:
+    id: str
+    endpoint: str
+    args: dict[str, Any]
+    submitted: float
+    faults: dict[str, dict[str, Any]]
+    start: float | None = None
+    done: float | None = None
+    cancelled: bool = False
+    result_fetches: int = 0
+    corrupt_left: int = 0
+
+
+@dataclass
+class State:
+    latency: float = 0.05
+    slots: int | None = None
+    key: str | None = None
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    requests: dict[str, Req] = field(default_factory=dict)
+    queue: list[str] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    submissions_by_prompt: Counter = field(default_factory=Counter)
+    paid_by_prompt: Counter = field(default_factory=Counter)
+    uploads: dict[str, bytes] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_fault(self, phase: set[str], prompt: str) -> dict[str, Any] | None:
+        for f in self.faults:
+            if f["kind"] in phase and f.get("count", 1) > 0 and f.get("match", "") in prompt:
+                f["count"] = f.get("count", 1) - 1
+                return dict(f)
+        return None
+
+    def duration(self, r: Req) -> float:
+        return float(r.faults["slow"].get("seconds", 600)) if "slow" in r.faults else self.latency
+
+    def advance(self, now: float) -> None:
+        """Move the simulated queue forward to ``now``: finished requests free their slots at the
+        moment they finished, and queued ones start then."""
+        while True:
+            finished = sorted((self.requests[i] for i in self.running if self.requests[i].done <= now),
+                              key=lambda r: r.done)
+            free_at = [r.done for r in finished]
+            self.running = [i for i in self.running if self.requests[i].done > now]
+            started = False
+            while self.queue and (self.slots is None or len(self.running) < self.slots):
+                r = self.requests[self.queue.pop(0)]
+                r.start = max(r.submitted, free_at.pop(0) if free_at else r.submitted)
+                r.done = r.start + self.duration(r)
+                self.running.append(r.id)
+                started = True
+            if not started:
+                return
+
+    def status(self, r: Req, now: float) -> dict[str, Any]:
+        self.advance(now)
+        if r.cancelled:
+            return {"status": "COMPLETED", "logs": [], "metrics": {}, "error": "Request was cancelled",
+                    "error_type": "cancelled"}
+        if r.start is None:
+            return {"status": "IN_QUEUE", "queue_position": self.queue.index(r.id)}
+        if r.done > now:
+            return {"status": "IN_PROGRESS", "logs": []}
+        if "error" in r.faults:
+            return {"status": "COMPLETED", "logs": [], "metrics": {}, "error": "Internal error in the model",
+                    "error_type": "runner_error"}
+        return {"status": "COMPLETED", "logs": [], "metrics": {"inference_time": self.duration(r)}}
+
+
+def size_of(args: dict[str, Any]) -> tuple[int, int]:
+    s = args.get("image_size", "landscape_4_3")
+    if isinstance(s, dict):
+        return int(s["width"]), int(s["height"])
+    return PRESETS.get(s, (1024, 768))
+
+
+def png(width: int, height: int, seed: str) -> bytes:
+    colour = tuple(hashlib.sha256(seed.encode()).digest()[:3])
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 40000, height: int = 40000) -> bytes:
+    """A PNG whose header claims a huge image: a decompression bomb to be refused unread."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def megapixels(w: int, h: int) -> int:
+    return max(1, -(-w * h // (1024 * 1024)))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: State  # set on the class by serve()
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, code: int, body: bytes | dict | list, ctype: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _base(self) -> str:
+        return f"https://{self.headers.get('Host')}"
+
+    def _authorized(self) -> bool:
+        key = self.state.key
+        if key is None or self.headers.get("Authorization") == f"Key {key}":
+            return True
+        self._send(401, {"detail": "Invalid or missing key"})
+        return False
+
+    # -- routes -----------------------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802
+        path = urlparse(self.path).path
+        st = self.state
+        if path == "/_fake/stats":
+            with st.lock:
+                st.advance(time.time())
+                return self._send(200, {
+                    "counts": dict(st.counts),
+                    "submissions_by_prompt": dict(st.submissions_by_prompt),
+                    "paid_by_prompt": dict(st.paid_by_prompt),
+                    "in_flight": len(st.queue) + len(st.running),
+                    "running": len(st.running), "queued": len(st.queue),
+                })
+        if path.startswith("/files/"):
+            return self._file(path.removeprefix("/files/"))
+        parts = path.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "requests":
+            if not self._authorized():
+                return
+            with st.lock:
+                r = st.requests.get(parts[1])
+                if r is None:
+                    return self._send(404, {"detail": "Request not found"})
+                now = time.time()
+                if len(parts) == 3 and parts[2] == "status":
+                    st.counts["status"] += 1
+                    return self._send(200, st.status(r, now), headers={"x-fal-request-id": r.id})
+                st.counts["result_requests"] += 1
+                s = st.status(r, now)
+                if s["status"] != "COMPLETED" or s.get("error"):
+                    return self._send(400, {"detail": s.get("error") or "Request is still in progress"},
+                                      headers={"x-fal-request-id": r.id})
+                if r.result_fetches == 0:
+                    st.counts["paid"] += 1  # fal bills a successful output once
+                    st.paid_by_prompt[r.args.get("prompt", "")] += 1
+                r.result_fetches += 1
+                w, h = size_of(r.args)
+                n = int(r.args.get("num_images", 1))
+                result = {"images": [{"url": f"{self._base()}/files/{r.id}-{i}.png", "width": w, "height": h,
+                                      "content_type": "image/png"} for i in range(n)],
+                          "seed": r.args.get("seed"), "has_nsfw_concepts": [("nsfw" in r.faults)] * n,
+                          "prompt": r.args.get("prompt", "")}
+                units = str(megapixels(w, h) * n)
+                if "malformed_json" in r.faults and r.result_fetches == 1:
+                    return self._send(200, b'{"images": [{"url": "', headers={"x-fal-billable-units": units})
+                return self._send(200, result, headers={"x-fal-billable-units": units, "x-fal-request-id": r.id})
+        self._send(404, {"detail": f"no route {path}"})
+
+    def _file(self, name: str) -> None:
+        st = self.state
+        with st.lock:
+            st.counts["downloads"] += 1
+            if name.startswith("up-"):
+                data = st.uploads.get(name)
+                return self._send(200, data, "image/png") if data else self._send(404, {"detail": "no file"})
+            rid = name.split("-")[0]
+            r = st.requests.get(rid)
+            if r is None:
+                return self._send(404, {"detail": "no file"})
+            if "oversized" in r.faults:
+                return self._send(200, bomb_png(), "image/png")
+            if r.corrupt_left > 0:
+                r.corrupt_left -= 1
+                return self._send(200, b"\x89PNG not really an image", "image/png")
+            w, h = size_of(r.args)
+            seed = f"{r.args.get('prompt')}/{r.args.get('seed')}/{name}"
+        if "nsfw" in r.faults:
+            return self._send(200, png(w, h, "black"), "image/png")
+        self._send(200, png(w, h, seed), "image/png")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        parts = urlparse(self.path).path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "requests" and parts[2] == "cancel":
+            if not self._authorized():
+                return
+            with self.state.lock:
+                r = self.state.requests.get(parts[1])
+                if r is None:
+                    return self._send(404, {"detail": "Request not found"})
+                self.state.counts["cancels"] += 1
+                self.state.advance(time.time())
+                if r.done is None or r.done > time.time():
+                    r.cancelled = True
+                    if r.id in self.state.queue:
+                        self.state.queue.remove(r.id)
+                    if r.id in self.state.running:
+                        self.state.running.remove(r.id)
+                return self._send(202, {"status": "CANCELLATION_REQUESTED"})
+        self._send(404, {"detail": "no route"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = urlparse(self.path).path
+        st = self.state
+        body = self._body()
+        if path == "/_fake/config":
+            cfg = json.loads(body or b"{}")
+            with st.lock:
+                for k in ("latency", "slots", "key"):
+                    if k in cfg:
+                        setattr(st, k, cfg[k])
+                if "faults" in cfg:
+                    st.faults = [dict(f) for f in cfg["faults"]]
+            return self._send(200, {"ok": True})
+        if path == "/_fake/reset":
+            with st.lock:
+                st.faults.clear(), st.requests.clear(), st.queue.clear(), st.running.clear()
+                st.counts.clear(), st.submissions_by_prompt.clear(), st.paid_by_prompt.clear()
+            return self._send(200, {"ok": True})
+        if path == "/storage/auth/token":  # fal-client's CDN token for uploads
+            if not self._authorized():
+                return
+            return self._send(200, {"token": "cdn-token", "token_type": "Bearer", "base_url": self._base(),
+                                    "expires_at": "2999-01-01T00:00:00+00:00"})
+        if path == "/files/upload":
+            if self.headers.get("Authorization") != "Bearer cdn-token":
+                return self._send(401, {"detail": "bad CDN token"})
+            name = f"up-{hashlib.sha256(body).hexdigest()[:16]}.png"
+            with st.lock:
+                st.uploads[name] = body
+                st.counts["uploads"] += 1
+            return self._send(200, {"access_url": f"{self._base()}/files/{name}"})
+        return self._submit(path.strip("/"), body)
+
+    def _submit(self, endpoint: str, body: bytes) -> None:
+        st = self.state
+        if not self._authorized():
+            return
+        try:
+            args = json.loads(body or b"{}")
+        except ValueError:
+            return self._send(400, {"detail": "body is not JSON"})
+        prompt = str(args.get("prompt", ""))
+        with st.lock:
+            st.counts["submit_attempts"] += 1
+            fault = st.take_fault(SUBMIT_FAULTS, prompt)
+        if fault:
+            kind = fault["kind"]
+            st.counts[f"fault_{kind}"] += 1
+            if kind == "drop":
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if kind == "429":
+                return self._send(429, {"detail": "Too many requests"})
+            if kind == "500":
+                return self._send(500, {"detail": "Internal server error"})
+            if kind == "503_id":
+                return self._send(503, {"detail": "Service unavailable"}, headers={"x-fal-request-id": uuid.uuid4().hex})
+            if kind == "503_nginx":
+                return self._send(503, b"<html><body>503 Service Temporarily Unavailable<hr>nginx</body></html>",
+                                  "text/html")
+            if kind == "422":
+                return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "prompt is too long",
+                                                    "type": "value_error"}]})
+        if "prompt" not in args:
+            return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required",
+                                                "type": "value_error.missing"}]})
+        rid = uuid.uuid4().hex
+        with st.lock:
+            faults = {}
+            while (f := st.take_fault(REQUEST_FAULTS, prompt)) is not None:
+                faults[f["kind"]] = f
+            r = Req(rid, endpoint, args, time.time(), faults,
+                    corrupt_left=int(faults.get("corrupt_image", {}).get("times", 1)) if "corrupt_image" in faults else 0)
+            st.requests[rid] = r
+            st.queue.append(rid)
+            st.advance(time.time())
+            st.counts["submitted"] += 1
+            st.counts[f"submitted:{endpoint}"] += 1
+            st.submissions_by_prompt[prompt] += 1
+        base = f"{self._base()}/requests/{rid}"
+        self._send(200, {"request_id": rid, "response_url": base, "status_url": f"{base}/status",
+                         "cancel_url": f"{base}/cancel", "queue_position": 0})
+
+
+def serve(cert: str, port: int = 0, latency: float = 0.05, slots: int | None = None, key: str | None = None) -> None:
+    Handler.state = State(latency=latency, slots=slots, key=key)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cert", required=True, help="PEM with the server's private key and certificate chain")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency", type=float, default=0.05)
+    p.add_argument("--slots", type=int, default=None)
+    p.add_argument("--key", default=None, help="the FAL_KEY to require (default: accept any)")
+    a = p.parse_args()
+    try:
+        serve(a.cert, a.port, a.latency, a.slots, a.key)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
