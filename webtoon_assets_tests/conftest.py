@@ -11,6 +11,7 @@ from dagster import DagsterInstance
 
 from webtoon_assets.definitions import build_definitions
 from webtoon_assets.paths import REPO_ROOT, DataLayout
+from webtoon_assets_tests.fal_harness import start_fake_fal
 
 SAMPLE = "lantern_street"
 
@@ -43,6 +44,23 @@ def instance(tmp_path: Path):
 @pytest.fixture
 def defs(layout: DataLayout):
     return build_definitions(layout)
+
+
+@pytest.fixture(scope="session")
+def fake_fal_server(tmp_path_factory):
+    fake = start_fake_fal(tmp_path_factory.mktemp("fake-fal"))
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_fal(fake_fal_server, monkeypatch):
+    """The fake, reset, with this process pointed at it through the real fal-client."""
+    fake_fal_server.reset()
+    for k, v in {**fake_fal_server.env(), "WEBTOON_FAL_POLL_SECONDS": "0.02", "WEBTOON_RETRY_BASE_SECONDS": "0.01",
+                 "WEBTOON_FAL_REFERENCES": "inline"}.items():
+        monkeypatch.setenv(k, v)
+    return fake_fal_server
 
 
 def store_files(layout: DataLayout) -> set[str]:

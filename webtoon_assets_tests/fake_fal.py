@@ -342,8 +342,9 @@ class Handler(BaseHTTPRequestHandler):
         rid = uuid.uuid4().hex
         with st.lock:
             faults = {}
-            while (f := st.take_fault(REQUEST_FAULTS, prompt)) is not None:
-                faults[f["kind"]] = f
+            for kind in REQUEST_FAULTS:  # each kind at most once per submission
+                if (f := st.take_fault({kind}, prompt)) is not None:
+                    faults[kind] = f
             r = Req(rid, endpoint, args, time.time(), faults,
                     corrupt_left=int(faults.get("corrupt_image", {}).get("times", 1)) if "corrupt_image" in faults else 0)
             st.requests[rid] = r

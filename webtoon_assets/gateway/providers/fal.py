@@ -230,7 +230,11 @@ class FalProvider:
 
     def _check_image(self, path: Path) -> tuple[int, int]:
         try:
-            with Image.open(path) as im:  # reads the header only
+            try:
+                im = Image.open(path)  # reads the header only
+            except Image.DecompressionBombError as e:
+                raise _TooLarge(f"over the pixel cap (a decompression bomb): {e}") from None
+            with im:
                 w, h = im.size
                 if w * h > self.settings.max_image_pixels:
                     raise _TooLarge(f"{w}x{h} px is over the {self.settings.max_image_pixels}-pixel cap "
