@@ -15,6 +15,7 @@ help:
 	@echo "make demo   - produce the sample season offline (no key needed) and print where it landed"
 	@echo "make test   - run the whole test suite"
 	@echo "make ui     - Dagster UI + daemon on http://127.0.0.1:3000"
+	@echo "make bench  - panels step against the loopback fake of fal (C = 2, 8, 32) -> bench/results.json"
 	@echo "make validate - dagster definitions validate"
 
 # uv installs the locked environment (uv.lock) quickly and exactly; it is itself pinned.
@@ -37,10 +38,13 @@ test: install
 ui: install
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+bench: install
+	$(BIN)/python bench/run.py
+
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 lock: | $(UV)
 	$(UV) lock
 
-.PHONY: help install demo test ui validate lock
+.PHONY: help install demo test ui bench validate lock

@@ -43,14 +43,15 @@ def load_inputs(context: AssetExecutionContext, gateway: GatewayResource) -> tup
         raise Failure(description=str(e), allow_retries=False) from e
 
 
-def contact_sheet_md(paths: Iterable[Path], thumb_width: int = 160, columns: int = 6,
-                     max_height: int | None = None) -> str:
+def thumbnail(path: Path, width: int = 160, max_height: int | None = None) -> Image.Image:
+    with Image.open(path) as im:
+        im.thumbnail((width, max_height or width * 2))
+        return im.convert("RGB")
+
+
+def contact_sheet_md(thumbs: Iterable[Image.Image], columns: int = 6) -> str:
     """A small JPEG contact sheet as markdown: Dagster has no image metadata type, but shows this."""
-    thumbs: list[Image.Image] = []
-    for p in paths:
-        with Image.open(p) as im:
-            im.thumbnail((thumb_width, max_height or thumb_width * 2))
-            thumbs.append(im.convert("RGB"))
+    thumbs = list(thumbs)
     if not thumbs:
         return "_no images_"
     rows = [thumbs[i:i + columns] for i in range(0, len(thumbs), columns)]
@@ -94,11 +95,13 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
     out_dir = gateway.layout.output_dir(series.id, episode) / asset
     results: dict[str, GenerationResult] = {}
     items: dict[str, ImageItem] = {}
+    thumbs: dict[str, Image.Image] = {}
     try:
         for n, result in enumerate(gw.generate_many(requests), start=1):
             item = result.request.attribution.item
             readable = gw.store.publish(result.key, out_dir / f"{item}.png")
             results[item] = result
+            thumbs[item] = thumbnail(readable)  # made while later requests are still in flight
             items[item] = ImageItem(
                 item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
                 status=result.status, endpoint=result.request.endpoint, provider=result.provider,
@@ -126,6 +129,6 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
             "images": len(ordered),
             "folder": MetadataValue.path(str(out_dir)),
             "items": MetadataValue.md(table),
-            "preview": MetadataValue.md(contact_sheet_md(Path(i.path) for i in ordered)),
+            "preview": MetadataValue.md(contact_sheet_md(thumbs[i.item] for i in ordered)),
         },
     )

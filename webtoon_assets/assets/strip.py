@@ -8,7 +8,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
 
-from webtoon_assets.assets.common import contact_sheet_md, series_of
+from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
 from webtoon_assets.assets.manifests import ImageSet, Storyboard, Strip
 from webtoon_assets.assets.partitions import episode_asset
 from webtoon_assets.compose.strip import compose_strip
@@ -35,7 +35,7 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
             "width": width,
             "height": height,
             "panels": len(board.panels),
-            "preview": MetadataValue.md(contact_sheet_md([dest], thumb_width=120, max_height=4000)),
+            "preview": MetadataValue.md(contact_sheet_md([thumbnail(dest, 120, max_height=4000)])),
         })
 
     return episode_strip

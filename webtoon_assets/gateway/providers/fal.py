@@ -70,7 +70,12 @@ class FalProvider:
         if not key:
             raise ValueError("the fal provider needs FAL_KEY")
         self.settings = settings
-        self.concurrency = settings.concurrency
+        # fal counts a request against the account's concurrency from submit until it completes;
+        # fetching, downloading and storing come after. So the gateway runs twice as many workers
+        # and a semaphore holds exactly `concurrency` requests on fal: the next submission overlaps
+        # the previous result's download instead of waiting for it.
+        self.concurrency = 2 * settings.concurrency
+        self._on_fal = asyncio.Semaphore(settings.concurrency)
         self._key = key
         self._pending = state_dir / "pending"
         self._uploads = state_dir / "uploads"
@@ -82,6 +87,7 @@ class FalProvider:
         self._client = fal_client.AsyncClient(key=key)
         self._downloads: httpx.AsyncClient | None = None
         self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._inline: dict[str, str] = {}  # data URIs by content hash: encoded once per provider
 
     # -- the gateway's entry point ---------------------------------------------------------------
     def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
@@ -109,11 +115,12 @@ class FalProvider:
         args = dict(request.arguments)
         if request.references:
             args["image_urls"] = [await self._reference_url(r) for r in request.references]
-        handle = await self._resume(key, args) if key else None
-        if handle is None:
-            handle = await self._submit(request.endpoint, args)
-            self._journal(key, request.endpoint, args, handle)
-        await self._wait(handle, key)
+        async with self._on_fal:
+            handle = await self._resume(key, args) if key else None
+            if handle is None:
+                handle = await self._submit(request.endpoint, args)
+                self._journal(key, request.endpoint, args, handle)
+            await self._wait(handle, key)
         result, units = await self._result(handle)
         images = result.get("images") or []
         if not images or not images[0].get("url"):
@@ -142,7 +149,9 @@ class FalProvider:
                                 f"{type(e).__name__}: {e}", retryable=False, billed=False) from None
 
     async def _wait(self, handle: fal_client.AsyncRequestHandle, key: str) -> None:
-        deadline = time.monotonic() + self.settings.timeout_seconds
+        started = time.monotonic()
+        deadline = started + self.settings.timeout_seconds
+        polls = 0
         while True:
             try:
                 status = await handle.status()
@@ -169,7 +178,9 @@ class FalProvider:
                 raise ProviderError(f"fal request {handle.request_id} timed out after "
                                     f"{self.settings.timeout_seconds:g}s and was cancelled", retryable=True,
                                     billed=False, request_id=handle.request_id)
-            await asyncio.sleep(self.settings.poll_seconds)
+            # Polls on a fixed grid from the submission, so round-trip times do not add up.
+            polls += 1
+            await asyncio.sleep(max(0.0, started + polls * self.settings.poll_seconds - time.monotonic()))
 
     async def _result(self, handle: fal_client.AsyncRequestHandle) -> tuple[dict[str, Any], Decimal | None]:
         """Fetch the finished result ourselves (fal-client drops the response headers, and
@@ -251,7 +262,9 @@ class FalProvider:
     # -- reference images ------------------------------------------------------------------------
     async def _reference_url(self, ref: Reference) -> str:
         if self.settings.references == "inline":
-            return await asyncio.to_thread(fal_client.encode_file, ref.path)
+            if ref.sha256 not in self._inline:
+                self._inline[ref.sha256] = await asyncio.to_thread(fal_client.encode_file, ref.path)
+            return self._inline[ref.sha256]
         record = self._uploads / f"{ref.sha256}.json"
         lock = self._upload_locks.setdefault(ref.sha256, asyncio.Lock())
         async with lock:  # one upload per content hash, reused while it is valid
