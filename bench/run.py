@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance  # noqa: E402
 
-from webtoon_assets.bible import load_episode, load_series  # noqa: E402
+from webtoon_assets.bible import load_series  # noqa: E402
 from webtoon_assets.paths import DataLayout  # noqa: E402
 from webtoon_assets_tests.fal_harness import start_fake_fal  # noqa: E402
 
@@ -73,21 +73,19 @@ def step_seconds(instance: DagsterInstance, run_id: str, step: str) -> float:
     return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
 
 
-def run_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, str]) -> float:
+def time_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, str],
+                before_panels=lambda: None) -> float:
     """Materialize the episode's upstream assets, then time the panels step alone."""
     os.environ.update(env)
     from webtoon_assets.definitions import build_definitions
 
-    defs = build_definitions(layout)
-    job = defs.resolve_job_def(f"{SERIES}__season")
+    job = build_definitions(layout).resolve_job_def(f"{SERIES}__season")
     instance.add_dynamic_partitions(f"{SERIES}__episodes", ["bench"])
     upstream = [AssetKey([SERIES, a]) for a in ("storyboard", "style_sheet", "character_sheets", "backgrounds")]
     job.execute_in_process(instance=instance, partition_key="bench", asset_selection=upstream)
-    return run_selected(job, instance, [AssetKey([SERIES, "panels"])])
-
-
-def run_selected(job, instance, keys) -> float:
-    result = job.execute_in_process(instance=instance, partition_key="bench", asset_selection=keys)
+    before_panels()
+    result = job.execute_in_process(instance=instance, partition_key="bench",
+                                    asset_selection=[AssetKey([SERIES, "panels"])])
     return step_seconds(instance, result.run_id, f"{SERIES}__panels")
 
 
@@ -127,17 +125,9 @@ def main() -> None:
             with DagsterInstance.local_temp(str(base / f"dagster-c{c}")) as inst:
                 fake.reset(latency=0.05)  # upstream quickly; then every panel takes L
                 env = {**fake.env(), "WEBTOON_FAL_CONCURRENCY": str(c), "WEBTOON_FAL_REFERENCES": "inline"}
-                os.environ.update(env)
-                from webtoon_assets.definitions import build_definitions
-
-                job = build_definitions(layout).resolve_job_def(f"{SERIES}__season")
-                inst.add_dynamic_partitions(f"{SERIES}__episodes", ["bench"])
-                job.execute_in_process(instance=inst, partition_key="bench", asset_selection=[
-                    AssetKey([SERIES, x]) for x in ("storyboard", "style_sheet", "character_sheets", "backgrounds")])
-                fake.configure(latency=a.latency)
-                wall = run_selected(job, inst, [AssetKey([SERIES, "panels"])])
+                wall = time_panels(layout, inst, env, before_panels=lambda: fake.configure(latency=a.latency))
                 paid = fake.stats()["paid_by_prompt"]
-            ideal = math.ceil(a.panels / c) * a.latency
+            ideal = round(math.ceil(a.panels / c) * a.latency, 3)
             results["fal"].append({"concurrency": c, "wall_s": round(wall, 3), "ideal_s": ideal,
                                    "ratio": round(wall / ideal, 4), "panels_paid": sum(paid.values())})
             print(f"fal  C={c:>2}  panels step {wall:7.2f}s  ideal {ideal:6.1f}s  ratio {wall / ideal:.3f}", flush=True)
@@ -148,7 +138,7 @@ def main() -> None:
         layout = fresh_root(base, "local", a.panels)
         instance_dir(base / "dagster-local")
         with DagsterInstance.local_temp(str(base / "dagster-local")) as inst:
-            step = run_panels(layout, inst, {"WEBTOON_PROVIDER": "local"})
+            step = time_panels(layout, inst, {"WEBTOON_PROVIDER": "local"})
         render = render_seconds(layout, a.panels)
         results["local"] = {"panels_step_s": round(step, 3), "render_s": round(render, 3),
                             "per_panel_ms": round(1000 * step / a.panels, 2),

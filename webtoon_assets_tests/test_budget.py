@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from webtoon_assets.demo import run_season
 from webtoon_assets.gateway.budget import Budget, BudgetExceeded
 from webtoon_assets.ledger import read_rows
 from webtoon_assets_tests.conftest import SAMPLE
@@ -23,7 +22,7 @@ def flash(i: int):
 
 def test_over_budget_refuses_before_submitting(tmp_path):
     provider = CountingProvider()
-    budget = Budget(tmp_path / "ledger", "run", per_episode={("s", "ep01"): Decimal("0.012")})
+    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
     gw = make_gateway(tmp_path, provider, budget=budget)
     gw.generate(flash(1))
     gw.generate(flash(2))
@@ -41,14 +40,14 @@ def test_over_budget_refuses_before_submitting(tmp_path):
 
 def test_spend_already_in_the_ledger_counts(tmp_path):
     make_gateway(tmp_path, CountingProvider()).generate(flash(1))  # an earlier run spent $0.005
-    budget = Budget(tmp_path / "ledger", "run2", per_episode={("s", "ep01"): Decimal("0.008")})
+    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.008")})
     with pytest.raises(BudgetExceeded, match=r"spent \$0.005"):
         make_gateway(tmp_path, CountingProvider(), budget=budget).generate(flash(2))
 
 
 def test_in_flight_requests_are_reserved(tmp_path):
     provider = CountingProvider(delay=0.3)
-    budget = Budget(tmp_path / "ledger", "run", per_episode={("s", "ep01"): Decimal("0.011")})
+    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.011")})
     gw = make_gateway(tmp_path, provider, budget=budget)
     outcomes = []
 
@@ -69,7 +68,7 @@ def test_in_flight_requests_are_reserved(tmp_path):
 
 
 def test_run_cap(tmp_path):
-    budget = Budget(tmp_path / "ledger", "run", per_run_usd=Decimal("0.005"))
+    budget = Budget(tmp_path / "ledger", per_run_usd=Decimal("0.005"))
     gw = make_gateway(tmp_path, CountingProvider(), budget=budget)
     gw.generate(flash(1))
     with pytest.raises(BudgetExceeded, match=r"run cap \$0.005 \(WEBTOON_MAX_RUN_USD\)"):

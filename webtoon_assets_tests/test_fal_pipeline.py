@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import duckdb
-import pytest
 from dagster import DagsterInstance
 
 from webtoon_assets.definitions import build_definitions

@@ -18,10 +18,9 @@ class BudgetExceeded(RuntimeError):
 
 
 class Budget:
-    def __init__(self, ledger_dir: Path, run_id: str, per_episode: dict[tuple[str, str], Decimal] | None = None,
+    def __init__(self, ledger_dir: Path, per_episode: dict[tuple[str, str], Decimal] | None = None,
                  per_run_usd: Decimal | None = None):
         self.ledger_dir = ledger_dir
-        self.run_id = run_id
         self.per_episode = per_episode or {}
         self.per_run_usd = per_run_usd
         self._lock = threading.Lock()

@@ -42,7 +42,7 @@ class GatewayResource(ConfigurableResource):
             provider=select_provider(self.provider, self.fal_key, layout.store),
             ledger=Ledger(layout.ledger_dir),
             pricebook=load_pricebook(layout.pricebook),
-            budget=Budget(layout.ledger_dir, run_id, per_run_usd=Decimal(cap) if cap else None),
+            budget=Budget(layout.ledger_dir, per_run_usd=Decimal(cap) if cap else None),
             run_id=run_id,
             retry=RetryPolicy.from_env(),
         )

@@ -7,21 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 from webtoon_assets.pricing.book import PriceBook, load_pricebook
-from webtoon_assets.pricing.rules import Unpriceable
+from webtoon_assets.pricing.rules import Priced, Unpriceable
 
 
-@dataclass(frozen=True)
-class Quote:
+@dataclass(frozen=True, kw_only=True)
+class Quote(Priced):
+    """A priced request: what the rule measured, the price, and in credits."""
+
     endpoint: str
     platform: str
-    usd: Decimal
     credits: Decimal
-    units: Decimal
-    unit: str
-    breakdown: list[str]
-    megapixels: Decimal | None = None
-    images: int | None = None
-    seconds: Decimal | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(self).items()}
@@ -43,9 +38,6 @@ def quote(endpoint_id: str, request: dict[str, Any], response: dict[str, Any] | 
         priced = entry.price.price(request, response)
     except Unpriceable as e:
         raise QuoteError(f"cannot price {endpoint_id} ({entry.price.rule}): {e}") from e
-    return Quote(
-        endpoint=endpoint_id, platform=entry.platform, usd=priced.usd,
-        credits=priced.usd * book.credits_per_usd, units=priced.units, unit=priced.unit,
-        breakdown=[*priced.breakdown, f"= ${priced.usd} ({priced.usd * book.credits_per_usd} credits)"],
-        megapixels=priced.megapixels, images=priced.images, seconds=priced.seconds,
-    )
+    credits = priced.usd * book.credits_per_usd
+    return Quote(**{**asdict(priced), "breakdown": [*priced.breakdown, f"= ${priced.usd} ({credits} credits)"]},
+                 endpoint=endpoint_id, platform=entry.platform, credits=credits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 from typing import Annotated, Any, Literal, Union
 
@@ -20,8 +20,10 @@ class Unpriceable(ValueError):
     """A request this rule cannot price: never silently $0."""
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Priced:
+    """What a rule measured and what it costs."""
+
     usd: Decimal
     units: Decimal
     unit: str
@@ -29,7 +31,6 @@ class Priced:
     megapixels: Decimal | None = None
     images: int | None = None
     seconds: Decimal | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def dig(data: dict[str, Any] | None, path: str) -> Any:
@@ -116,7 +117,8 @@ class PerMegapixel(_Megapixels):
         if in_mps:
             lines.append(f"{len(in_mps)} input image(s) = {in_mp} MP")
         lines.append(f"{total} MP x ${self.usd_per_mp}/MP")
-        return Priced(total * self.usd_per_mp, total, "megapixel", lines, megapixels=total, images=len(outs))
+        return Priced(usd=total * self.usd_per_mp, units=total, unit="megapixel", breakdown=lines, megapixels=total,
+                      images=len(outs))
 
 
 class FirstMegapixelPlusExtra(_Megapixels):
@@ -138,7 +140,7 @@ class FirstMegapixelPlusExtra(_Megapixels):
         lines = [f"{len(outs)} first MP x ${self.usd_first_mp}",
                  f"{extra} extra MP (output beyond the first {sum(out_mps, Decimal(0)) - len(outs)}, inputs {in_mp}) "
                  f"x ${self.usd_extra_mp}"]
-        return Priced(usd, total, "megapixel", lines, megapixels=total, images=len(outs))
+        return Priced(usd=usd, units=total, unit="megapixel", breakdown=lines, megapixels=total, images=len(outs))
 
 
 class PerImage(Rule):
@@ -156,8 +158,8 @@ class PerImage(Rule):
         if tier is not None and str(tier) in self.tiers:
             unit_price = self.tiers[str(tier)]
         src = "response" if isinstance(listed, list) else "request"
-        return Priced(count * unit_price, Decimal(count), "image",
-                      [f"{count} image(s) (from the {src}) x ${unit_price}" + (f" ({tier})" if tier else "")],
+        return Priced(usd=count * unit_price, units=Decimal(count), unit="image",
+                      breakdown=[f"{count} image(s) (from the {src}) x ${unit_price}" + (f" ({tier})" if tier else "")],
                       images=count)
 
 
@@ -200,8 +202,9 @@ class PerSecond(Rule):
             raise Unpriceable(f"no price tier for resolution={res!r}, audio={audio!r}; "
                               f"tiers: {[(t.resolution, t.audio) for t in self.tiers]}")
         label = ", ".join(x for x in [str(res) if res else "", "audio" if audio else ("no audio" if audio is False else "")] if x)
-        return Priced(secs * tier.usd_per_second, secs, "second",
-                      [f"{secs} s x ${tier.usd_per_second}/s" + (f" ({label})" if label else "")], seconds=secs)
+        return Priced(usd=secs * tier.usd_per_second, units=secs, unit="second",
+                      breakdown=[f"{secs} s x ${tier.usd_per_second}/s" + (f" ({label})" if label else "")],
+                      seconds=secs)
 
 
 class PerToken(Rule):
@@ -234,7 +237,7 @@ class PerToken(Rule):
         lines = [f"{tin} input tokens ({how}) x ${self.usd_per_million_tokens}/M"]
         if tout:
             lines.append(f"{tout} output tokens x ${out_rate}/M")
-        return Priced(usd, tin + tout, "token", lines)
+        return Priced(usd=usd, units=tin + tout, unit="token", breakdown=lines)
 
 
 class PerCall(Rule):
@@ -242,7 +245,7 @@ class PerCall(Rule):
     usd_per_call: Decimal
 
     def price(self, request: dict[str, Any], response: dict[str, Any] | None) -> Priced:
-        return Priced(self.usd_per_call, Decimal(1), "call", [f"1 call x ${self.usd_per_call}"])
+        return Priced(usd=self.usd_per_call, units=Decimal(1), unit="call", breakdown=[f"1 call x ${self.usd_per_call}"])
 
 
 class PerMinuteSteps(Rule):
@@ -259,9 +262,8 @@ class PerMinuteSteps(Rule):
             raise Unpriceable(f"needs the response's {self.duration_ms_path} (the duration is known only after)")
         secs = Decimal(math.ceil(int(ms) / (self.step_seconds * 1000)) * self.step_seconds)
         minutes = secs / Decimal(60)
-        return Priced(minutes * self.usd_per_minute, minutes, "minute",
-                      [f"{ms} ms -> {secs} s ({self.step_seconds} s steps) = {minutes} min x ${self.usd_per_minute}/min"],
-                      seconds=secs)
+        return Priced(usd=minutes * self.usd_per_minute, units=minutes, unit="minute", seconds=secs, breakdown=[
+            f"{ms} ms -> {secs} s ({self.step_seconds} s steps) = {minutes} min x ${self.usd_per_minute}/min"])
 
 
 class VideoTokens(Rule):
@@ -289,9 +291,8 @@ class VideoTokens(Rule):
         secs = seconds_of(raw)
         tokens = Decimal(w * h * fps) * secs / Decimal(1024)
         usd = tokens * self.usd_per_million_tokens / Decimal(1_000_000)
-        return Priced(usd, tokens, "token",
-                      [f"{w}x{h} x {fps} fps x {secs} s / 1024 = {tokens} tokens x ${self.usd_per_million_tokens}/M"],
-                      seconds=secs)
+        return Priced(usd=usd, units=tokens, unit="token", seconds=secs, breakdown=[
+            f"{w}x{h} x {fps} fps x {secs} s / 1024 = {tokens} tokens x ${self.usd_per_million_tokens}/M"])
 
 
 PriceRule = Annotated[
