@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,3 +27,16 @@ def test_every_series_gets_its_assets_job_and_sensor(defs):
                     ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "episode_strip")}
     assert defs.resolve_job_def("lantern_street__season")
     assert defs.resolve_sensor_def("lantern_street__new_episodes")
+
+
+def test_the_projects_dagster_yaml_is_a_valid_instance(tmp_path: Path):
+    """`make ui` and `make demo` use the top-level dagster.yaml; its paths are relative to the repo
+    root, so it is loaded here from a copy in a temp dir."""
+    shutil.copy(REPO_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run([str(dagster), "instance", "info"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "DAGSTER_HOME": str(tmp_path)}, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "max_concurrent_runs: 4" in out and "default_limit: 2" in out
+    assert (tmp_path / "data" / "dagster" / "storage").is_dir()  # state lands under data/, not beside the config
