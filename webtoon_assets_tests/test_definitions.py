@@ -24,7 +24,8 @@ def test_dagster_definitions_validate(tmp_path: Path):
 def test_every_series_gets_its_assets_job_and_sensor(defs):
     keys = {"/".join(k.path) for k in defs.resolve_all_asset_keys()}
     assert keys == {f"lantern_street/{a}" for a in
-                    ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "episode_strip")}
+                    ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "lettered_panels",
+                     "episode_strip")}
     assert defs.resolve_job_def("lantern_street__season")
     assert defs.resolve_sensor_def("lantern_street__new_episodes")
 

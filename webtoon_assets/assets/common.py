@@ -12,7 +12,7 @@ from typing import Iterable
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 from PIL import Image
 
-from webtoon_assets.assets.manifests import ImageItem, ImageSet
+from webtoon_assets.manifests import ImageItem, ImageSet
 from webtoon_assets.bible import BibleError, Episode, Series, load_episode, load_series
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.gateway import GenerationRequest, GenerationResult

@@ -6,7 +6,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult
 
 from webtoon_assets.assets.common import load_inputs, make_images
-from webtoon_assets.assets.manifests import ImageSet, Storyboard
+from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.assets.requests import panel_references, panel_request
 from webtoon_assets.gateway.resource import GatewayResource

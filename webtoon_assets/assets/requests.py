@@ -7,30 +7,20 @@ same image, while a new ``take`` asks for a new one.
 
 from __future__ import annotations
 
-from webtoon_assets.assets.manifests import ImageItem, PanelPlan
-from webtoon_assets.bible import Episode, FamilyModel, Series
-from webtoon_assets.bible.episode import Panel, Scene
+from webtoon_assets.manifests import ImageItem, PanelPlan
+from webtoon_assets.bible import FamilyModel, Series
+from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
 from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
 
-NO_TEXT = "No text, no letters, no speech balloons, no watermark."
-
-
-def _style_clause(series: Series) -> str:
-    s = series.style
-    return f"Style: {s.description}; {s.line}; {s.rendering}; palette {', '.join(s.palette)}."
-
-
-def _character_clause(series: Series, cid: str) -> str:
-    c = series.characters[cid]
-    return f"{c.name}: {c.look}; wearing {c.outfit}"
 
 
 def _request(series: Series, family: FamilyModel, prompt: str, seed_parts: tuple, who: Attribution,
-             preview: PreviewHints, references: list[Reference] | None = None) -> GenerationRequest:
+             preview: PreviewHints, references: list[Reference] | None = None,
+             image_size: str | dict | None = None) -> GenerationRequest:
+    size = image_size or (family.image_size if isinstance(family.image_size, str) else family.image_size.model_dump())
     return GenerationRequest(
         endpoint=family.endpoint,
-        arguments={"prompt": prompt, "image_size": family.image_size if isinstance(family.image_size, str)
-                   else family.image_size.model_dump(), "seed": stable_seed(series.id, *seed_parts),
+        arguments={"prompt": prompt, "image_size": size, "seed": stable_seed(series.id, *seed_parts),
                    **family.arguments},
         references=references or [],
         preview=preview,
@@ -40,7 +30,7 @@ def _request(series: Series, family: FamilyModel, prompt: str, seed_parts: tuple
 
 def style_request(series: Series, episode: str) -> GenerationRequest:
     prompt = (f"Style reference sheet for the webtoon '{series.title}': sample vignettes of a character bust, "
-              f"a street corner and props, with colour swatches. {_style_clause(series)} {NO_TEXT}")
+              f"a street corner and props, with colour swatches. {style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.style_sheet, prompt, ("style", series.style.take),
                     Attribution(series=series.id, episode=episode, asset="style_sheet", item="style", reusable=True),
                     PreviewHints(kind="style", title=f"{series.title}: style", palette=series.style.palette))
@@ -49,8 +39,8 @@ def style_request(series: Series, episode: str) -> GenerationRequest:
 def character_request(series: Series, episode: str, cid: str) -> GenerationRequest:
     c = series.characters[cid]
     prompt = (f"Character reference sheet, full-body turnaround (front, three-quarter, side) of "
-              f"{_character_clause(series, cid)}. Colours {', '.join(c.palette)}. Personality: {c.personality}. "
-              f"Neutral pose, plain light background. {_style_clause(series)} {NO_TEXT}")
+              f"{character_clause(series, cid)}. Colours {', '.join(c.palette)}. Personality: {c.personality}. "
+              f"Neutral pose, plain light background. {style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.character_sheets, prompt, ("character", cid, c.take),
                     Attribution(series=series.id, episode=episode, asset="character_sheets", item=cid, reusable=True),
                     PreviewHints(kind="character", title=c.name, palette=series.style.palette[:2],
@@ -61,44 +51,10 @@ def background_request(series: Series, episode: str, lid: str) -> GenerationRequ
     loc = series.locations[lid]
     palette = loc.palette or series.style.palette
     prompt = (f"Background plate, no people: {loc.name}. {loc.description}. Colours {', '.join(palette)}. "
-              f"{_style_clause(series)} {NO_TEXT}")
+              f"{style_clause(series)} {NO_TEXT}")
     return _request(series, series.models.backgrounds, prompt, ("background", lid, loc.take),
                     Attribution(series=series.id, episode=episode, asset="backgrounds", item=lid, reusable=True),
                     PreviewHints(kind="background", title=loc.name, palette=[*palette, *series.style.palette[:1]]))
-
-
-def panel_prompt(series: Series, scene: Scene, panel: Panel) -> str:
-    loc = series.locations[scene.location]
-    cast = "; ".join(_character_clause(series, c) for c in panel.characters) or "no characters"
-    parts = [
-        f"Webtoon panel, {panel.shot} shot.",
-        f"Setting: {loc.name}, {loc.description}." + (f" {scene.description}" if scene.description else ""),
-        f"Action: {panel.action}" if panel.action else "",
-        f"Characters: {cast}. Keep each character exactly as in their reference sheet." if panel.characters else "",
-        _style_clause(series),
-        NO_TEXT,
-    ]
-    return " ".join(p for p in parts if p)
-
-
-def plan_storyboard(series: Series, episode: Episode) -> list[PanelPlan]:
-    """The panel plan: reading order, gutters (100 px within a scene, 400 at a scene change,
-    200 at the end, unless the script says), and each panel's prompt."""
-    plans: list[PanelPlan] = []
-    order = 0
-    for si, scene in enumerate(episode.scenes):
-        for pi, panel in enumerate(scene.panels):
-            order += 1
-            last_in_scene = pi == len(scene.panels) - 1
-            default = (200 if si == len(episode.scenes) - 1 else 400) if last_in_scene else 100
-            plans.append(PanelPlan(
-                id=panel.id, order=order, scene=scene.number, location=scene.location, shot=panel.shot,
-                characters=panel.characters, action=panel.action, dialogue=panel.dialogue,
-                captions=panel.captions, sfx=panel.sfx, take=panel.take,
-                gutter=panel.gutter if panel.gutter is not None else default,
-                prompt=panel_prompt(series, scene, panel),
-            ))
-    return plans
 
 
 def panel_references(series: Series, plan: PanelPlan, style: ImageItem, characters: dict[str, ImageItem],
@@ -122,4 +78,4 @@ def panel_request(series: Series, episode: str, plan: PanelPlan, references: lis
                                  figures=[Figure(name=series.characters[c].name,
                                                  palette=series.characters[c].palette) for c in plan.characters],
                                  shot=plan.shot, caption=plan.action),
-                    references)
+                    references, image_size=plan.aspect)

@@ -10,7 +10,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult
 
 from webtoon_assets.assets.common import load_inputs, make_images
-from webtoon_assets.assets.manifests import Storyboard
+from webtoon_assets.manifests import Storyboard
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.assets.requests import background_request, character_request, style_request
 from webtoon_assets.gateway.resource import GatewayResource

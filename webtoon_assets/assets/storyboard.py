@@ -4,9 +4,9 @@
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
 
 from webtoon_assets.assets.common import load_inputs
-from webtoon_assets.assets.manifests import Storyboard
+from webtoon_assets.manifests import Storyboard
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.assets.requests import plan_storyboard
+from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets.bible import script_path
 from webtoon_assets.gateway.resource import GatewayResource
 
@@ -18,9 +18,11 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
         series, episode = load_inputs(context, gateway)
         board = Storyboard(series=series.id, episode=episode.id, title=episode.title,
                            panels=plan_storyboard(series, episode))
-        rows = ["| # | panel | shot | characters | location | gutter | lines |", "|---|---|---|---|---|---|---|"]
-        rows += [f"| {p.order} | {p.id} | {p.shot} | {', '.join(p.characters) or '-'} | {p.location} | "
-                 f"{p.gutter} | {len(p.dialogue) + len(p.captions) + len(p.sfx)} |" for p in board.panels]
+        rows = ["| # | panel | shot | camera | aspect | width | characters | location | pace | gutter | lines |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        rows += [f"| {p.order} | {p.id} | {p.shot} | {p.camera} | {p.aspect} | {p.width} {p.align} | "
+                 f"{', '.join(p.characters) or '-'} | {p.location} | {p.pace} | {p.gutter} | "
+                 f"{len(p.dialogue) + len(p.captions) + len(p.sfx)} |" for p in board.panels]
         context.log.info(f"storyboard {episode.id}: {len(board.panels)} panels in {len(episode.scenes)} scenes")
         return MaterializeResult(value=board, metadata={
             "panels": len(board.panels),

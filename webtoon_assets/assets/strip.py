@@ -1,41 +1,109 @@
-"""The episode strip: panels stacked 800 px wide with the storyboard's gutters.
-
-Lettering (a later stage) slots in between: the strip stacks whatever panel images it is given."""
-
+"""The episode strip and its WEBTOON Canvas export: 800 px slices cut in the gutters (JPEG, each
+at most 1280 px tall and 2 MB, the episode at most 20 MB), a thumbnail, the full-resolution strip,
+and a local reader. A blocking check holds the upload limits."""
 
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey,
+                     AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue)
 
 from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
-from webtoon_assets.assets.manifests import ImageSet, Storyboard, Strip
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.compose.strip import compose_strip
+from webtoon_assets.bible import episode_ids, load_series
+from webtoon_assets.compose import strip as canvas
 from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.manifests import LetteredSet, Slice, Storyboard, Strip
+from webtoon_assets.reader.html import write_episode, write_index
+
+CHECK = "webtoon_canvas_limits"
+
+
+def limits_check(strip: Strip) -> AssetCheckResult:
+    problems = []
+    for s in strip.slices:
+        name = Path(s.path).name
+        if s.width != canvas.STRIP_WIDTH:
+            problems.append(f"{name}: {s.width} px wide, not {canvas.STRIP_WIDTH}")
+        if s.height > canvas.MAX_SLICE_HEIGHT:
+            problems.append(f"{name}: {s.height} px tall, over {canvas.MAX_SLICE_HEIGHT}")
+        if s.bytes > canvas.MAX_SLICE_BYTES:
+            problems.append(f"{name}: {s.bytes} bytes, over {canvas.MAX_SLICE_BYTES}")
+        if Path(s.path).suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            problems.append(f"{name}: not JPG or PNG")
+    if strip.total_bytes > canvas.MAX_EPISODE_BYTES:
+        problems.append(f"episode: {strip.total_bytes} bytes, over {canvas.MAX_EPISODE_BYTES}")
+    return AssetCheckResult(
+        check_name=CHECK, passed=not problems, severity=AssetCheckSeverity.ERROR,
+        description="; ".join(problems) or "every slice fits WEBTOON Canvas",
+        metadata={"slices": len(strip.slices), "total_bytes": strip.total_bytes,
+                  "tallest_slice": max(s.height for s in strip.slices),
+                  "largest_slice_bytes": max(s.bytes for s in strip.slices),
+                  "cuts_through_panels": strip.cuts_through_panels},
+    )
 
 
 def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    @episode_asset(series_id, partitions, kinds={"image"},
-                   description="The episode as one vertical strip, 800 px wide, gutters from the storyboard.")
+    key = AssetKey([series_id, "episode_strip"])
+
+    @episode_asset(series_id, partitions, kinds={"image", "html"},
+                   check_specs=[AssetCheckSpec(CHECK, asset=key, blocking=True,
+                                               description="WEBTOON Canvas: 800 px wide, <= 1280 px and 2 MB a "
+                                                           "slice, <= 20 MB an episode, JPG or PNG")],
+                   description="The episode as WEBTOON Canvas slices, a thumbnail, the full strip and a reader.")
     def episode_strip(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
-                      panels: dict[str, Any]) -> MaterializeResult:
+                      lettered_panels: dict[str, Any]):  # -> MaterializeResult: a bare annotation would mark the value Nothing beside the check
         board = Storyboard.model_validate(storyboard)
-        images = ImageSet.model_validate(panels).by_item()
-        missing = [p.id for p in board.panels if p.id not in images]
+        lettered = LetteredSet.model_validate(lettered_panels).by_item()
+        missing = [p.id for p in board.panels if p.id not in lettered]
         if missing:
-            raise ValueError(f"panels {missing} of the storyboard have no image: materialize panels again")
-        dest = gateway.layout.output_dir(series_of(context), context.partition_key) / "strip.png"
-        width, height = compose_strip([(Path(images[p.id].path), p.gutter) for p in board.panels], dest)
-        context.log.info(f"episode_strip {context.partition_key}: {width}x{height} px -> {dest}")
-        strip = Strip(series=board.series, episode=board.episode, path=str(dest), width=width, height=height,
-                      panels=len(board.panels))
-        return MaterializeResult(value=strip, metadata={
-            "path": MetadataValue.path(str(dest)),
-            "width": width,
+            raise ValueError(f"panels {missing} of the storyboard are not lettered: materialize lettered_panels again")
+        series = load_series(gateway.layout, series_of(context))
+        out = gateway.layout.output_dir(series.id, context.partition_key)
+        panels_in = [canvas.PanelIn(p.id, Path(lettered[p.id].path), p.gutter, p.width, p.align,
+                                    [tuple(i["box"]) for i in lettered[p.id].lettering]) for p in board.panels]
+        placed, height = canvas.lay_out(panels_in)
+        at_800 = canvas.render(placed, height)
+        canvas.save_png(at_800, out / "strip.png")
+        scale = max(lettered[p.id].width / q.width for p, q in zip(board.panels, placed))
+        canvas.save_png(canvas.render(placed, height, scale=scale), out / "strip_full.png")
+        cuts, through = canvas.cut_points(placed, height)
+        slices, quality = canvas.save_jpeg_slices(at_800, cuts, out / "webtoon")
+        del at_800
+        canvas.thumbnail(placed, out / "thumbnail.jpg")
+
+        # the reader: this episode's page, and the season's index of every episode made so far
+        root = gateway.layout.output_dir(series.id)
+        eps = episode_ids(gateway.layout, series.id)
+        i = eps.index(board.episode)
+        page = out / "reader.html"
+        write_episode(page, series.title, board.episode, board.title, [s[0] for s in slices],
+                      root / eps[i - 1] / "reader.html" if i > 0 else None,
+                      root / eps[i + 1] / "reader.html" if i + 1 < len(eps) else None, root / "index.html")
+        made = [(e, Storyboard.model_validate_json((root / e / "storyboard.json").read_text()).title if
+                 (root / e / "storyboard.json").is_file() else e, root / e / "reader.html", root / e / "thumbnail.jpg")
+                for e in eps if (root / e / "reader.html").is_file()]
+        write_index(root / "index.html", series.title, made)
+
+        strip = Strip(series=board.series, episode=board.episode, path=str(out / "strip.png"),
+                      full_path=str(out / "strip_full.png"), width=canvas.STRIP_WIDTH, height=height,
+                      panels=len(board.panels),
+                      slices=[Slice(path=str(p), width=canvas.STRIP_WIDTH, height=h, bytes=b) for p, h, b in slices],
+                      total_bytes=sum(b for *_, b in slices), jpeg_quality=quality, cuts_through_panels=through,
+                      thumbnail=str(out / "thumbnail.jpg"), reader=str(page))
+        context.log.info(f"episode_strip {board.episode}: {height}px in {len(slices)} slices "
+                         f"({strip.total_bytes / 1e6:.1f} MB, JPEG q{quality}) -> {page}")
+        return MaterializeResult(value=strip, check_results=[limits_check(strip)], metadata={
+            "reader": MetadataValue.path(str(page)),
+            "slices": len(slices),
+            "total_mb": round(strip.total_bytes / 1e6, 3),
+            "jpeg_quality": quality,
             "height": height,
+            "cuts_through_panels": through,
             "panels": len(board.panels),
-            "preview": MetadataValue.md(contact_sheet_md([thumbnail(dest, 120, max_height=4000)])),
+            "season_index": MetadataValue.path(str(root / "index.html")),
+            "preview": MetadataValue.md(contact_sheet_md([thumbnail(Path(s[0]), 120, 4000) for s in slices[:3]],
+                                                         columns=3)),
         })
 
     return episode_strip

@@ -12,6 +12,9 @@ Shot = Literal[
     "establishing", "wide", "full", "medium", "close-up", "extreme-close-up", "over-shoulder", "pov", "insert"
 ]
 SHOTS: tuple[str, ...] = Shot.__args__  # type: ignore[attr-defined]
+Pace = Literal["rapid", "normal", "pause", "scene"]
+Width = Literal["full", "inset"]
+Camera = Literal["eye", "low", "high", "bird", "worm", "dutch"]
 LineKind = Literal["speech", "thought", "whisper", "shout", "off"]
 LINE_KINDS: tuple[str, ...] = LineKind.__args__  # type: ignore[attr-defined]
 
@@ -33,6 +36,10 @@ class Panel(Strict):
     sfx: list[str] = Field(default_factory=list)
     take: Take = 1
     gutter: int | None = Field(default=None, ge=0, le=2000, description="px after this panel at 800 px width")
+    pace: Pace | None = None
+    width: Width | None = None
+    aspect: str | None = None  # an image_size preset
+    camera: Camera | None = None
 
 
 class Scene(Strict):

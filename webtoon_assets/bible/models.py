@@ -119,7 +119,12 @@ class Models(Strict):
     style_sheet: FamilyModel = _family("fal-ai/flux-2/flash", "landscape_4_3")
     character_sheets: FamilyModel = _family("fal-ai/flux-2/flash", "landscape_4_3")
     backgrounds: FamilyModel = _family("fal-ai/flux-2/flash", "portrait_4_3")
+    # Panels take their size from the storyboard (the shot's aspect, or the script's [aspect=...]);
+    # an image_size written here instead fixes one size for every panel without [aspect=...].
     panels: FamilyModel = _family("fal-ai/flux-2/flash/edit", "portrait_4_3")
+
+    def panel_size_override(self) -> str | CustomSize | None:
+        return self.panels.image_size if "image_size" in self.panels.model_fields_set else None
 
 
 class Budget(Strict):

@@ -5,7 +5,7 @@
 
     SCENE lantern_shop: Night. Rain on the windows.
 
-    PANEL wide: mira, tomas [take=2, gutter=200]
+    PANEL wide: mira, tomas [take=2, gutter=200, pace=pause, width=inset, aspect=square_hd, camera=low]
     Mira shoulders the door open.          <- action (any other line)
     MIRA: Hello?                           <- dialogue: SPEAKER (kind): text
     TOMAS (off): Shut the door.
@@ -26,13 +26,19 @@ from pydantic import ValidationError
 
 from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode
 from webtoon_assets.bible.errors import BibleError
-from webtoon_assets.bible.models import Series
+from webtoon_assets.bible.models import IMAGE_SIZE_PRESETS, Series
 
 SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?::\s*(?P<desc>.*))?$")
 PANEL_RE = re.compile(r"^PANEL\s+(?P<shot>[^:\[]+?)\s*(?::\s*(?P<cast>[^\[]*?))?\s*(?:\[(?P<opts>[^\]]*)\])?\s*$")
 LINE_RE = re.compile(r"^(?P<who>[A-Z][A-Z0-9_ .'-]*?)\s*(?:\((?P<kind>[a-zA-Z ]+)\))?\s*:\s*(?P<text>.*)$")
 HEADER_RE = re.compile(r"^(?P<key>[A-Za-z]+)\s*:\s*(?P<value>.*)$")
-PANEL_OPTIONS = {"take", "gutter"}
+PANEL_OPTIONS: dict[str, tuple[str, ...] | None] = {  # None: a whole number
+    "take": None, "gutter": None,
+    "pace": ("rapid", "normal", "pause", "scene"),
+    "width": ("full", "inset"),
+    "aspect": tuple(IMAGE_SIZE_PRESETS),
+    "camera": ("eye", "low", "high", "bird", "worm", "dutch"),
+}
 
 
 def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
@@ -87,11 +93,16 @@ def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
             panel = {"id": f"p{number:02d}", "line": lineno, "shot": shot, "characters": [c for c in cast if c],
                      "action": "", "dialogue": [], "captions": [], "sfx": []}
             for opt in filter(None, (o.strip() for o in (m["opts"] or "").split(","))):
-                key, _, value = opt.partition("=")
-                if key.strip() not in PANEL_OPTIONS or not value.strip().isdigit():
-                    problems.append(f"line {lineno}: panel option {opt!r}: expected one of {sorted(PANEL_OPTIONS)} as key=<whole number>")
+                key, _, value = (x.strip() for x in opt.partition("="))
+                if key not in PANEL_OPTIONS:
+                    problems.append(f"line {lineno}: panel option {opt!r}: expected one of {list(PANEL_OPTIONS)} as key=value")
                     continue
-                panel[key.strip()] = value.strip()
+                allowed = PANEL_OPTIONS[key]
+                if (allowed is None and not value.isdigit()) or (allowed is not None and value not in allowed):
+                    want = "a whole number" if allowed is None else f"one of {list(allowed)}"
+                    problems.append(f"line {lineno}: panel option {opt!r}: {key} expects {want}")
+                    continue
+                panel[key] = value
             scenes[-1]["panels"].append(panel)
             continue
         if panel is None:

@@ -132,10 +132,12 @@ def render_preview(request: GenerationRequest, width: int, height: int) -> Image
         if hints.shot:
             _label(draw, (12, height - 12), hints.shot.upper(), max(14, width // 40), anchor="ld")
 
-    band = title_size * (3.4 if hints.caption else 2)  # a solid band, so a plate's own title never shows through
-    draw.rectangle((0, 0, width, band), fill=palette[0])
-    _label(draw, (width / 2, title_size * 0.5), hints.title, title_size, anchor="mt")
+    # A solid band at the foot (lettering goes at the top), so a plate's own title never shows through.
+    band = title_size * (3.6 if hints.caption else 2.2)
+    draw.rectangle((0, height - band, width, height), fill=palette[0])
+    _label(draw, (width / 2, height - band + title_size * 0.3), hints.title, title_size, anchor="mt")
     if hints.caption:
-        _label(draw, (width / 2, title_size * 2), hints.caption[:90], max(12, title_size * 2 // 3), anchor="mt")
+        _label(draw, (width / 2, height - band + title_size * 1.7), hints.caption[:90], max(12, title_size * 2 // 3),
+               anchor="mt")
     _label(draw, (width - 12, height - 12), "PREVIEW", max(14, width // 30), anchor="rd")
     return image

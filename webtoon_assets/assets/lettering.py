@@ -1,0 +1,57 @@
+"""Lettered panels: the dialogue, thoughts, captions and effects drawn onto each clean panel.
+
+Lettering is its own step after generation, so a change of words re-letters without a new
+image: the panels it reads are cache hits (no dialogue ever enters an image prompt). The clean
+panel is kept beside the lettered one."""
+
+from typing import Any
+
+from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
+from PIL import Image
+
+from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
+from webtoon_assets.assets.partitions import episode_asset
+from webtoon_assets.compose.strip import save_png
+from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.letter import draw_lettering, layout
+from webtoon_assets.manifests import ImageSet, LetteredPanel, LetteredSet, Storyboard
+
+
+def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+    @episode_asset(series_id, partitions, kinds={"image"},
+                   description="Each panel lettered: balloons with tails, thought clouds, captions, sound effects.")
+    def lettered_panels(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
+                        panels: dict[str, Any]) -> MaterializeResult:
+        board = Storyboard.model_validate(storyboard)
+        clean = ImageSet.model_validate(panels).by_item()
+        out_dir = gateway.layout.output_dir(series_of(context), context.partition_key) / "lettered"
+        items, warnings, thumbs = [], [], []
+        for plan in board.panels:
+            src = clean[plan.id]
+            with Image.open(src.path) as im:
+                lettering = layout(plan, im.width, im.height)
+                lettered = draw_lettering(im, lettering)
+            dest = out_dir / f"{plan.id}.png"
+            save_png(lettered, dest)
+            for w in lettering.warnings:
+                context.log.warning(w)
+            warnings += lettering.warnings
+            thumbs.append(thumbnail(dest))
+            items.append(LetteredPanel(item=plan.id, path=str(dest), clean_path=src.path, width=im.width,
+                                       height=im.height, lettering=[i.to_json() for i in lettering.items],
+                                       warnings=lettering.warnings))
+            context.log.info(f"lettered_panels {plan.order}/{len(board.panels)} {plan.id}: "
+                             f"{len(lettering.items)} item(s)")
+        return MaterializeResult(
+            value=LetteredSet(series=board.series, episode=board.episode, items=items),
+            metadata={
+                "panels": len(items),
+                "balloons": sum(len(i.lettering) for i in items),
+                "warnings": len(warnings),
+                "warning_list": MetadataValue.md("\n".join(f"- {w}" for w in warnings) or "_none_"),
+                "folder": MetadataValue.path(str(out_dir)),
+                "preview": MetadataValue.md(contact_sheet_md(thumbs)),
+            },
+        )
+
+    return lettered_panels
