@@ -58,6 +58,15 @@ class Storyboard(BaseModel):
     episode: str
     title: str
     panels: list[PanelPlan]
+    source: str = "script"  # script, or the model (or offline splitter) that made it from prose
+
+    def characters(self) -> list[str]:
+        """Characters drawn or heard, in order of first appearance."""
+        seen: dict[str, None] = {}
+        for p in self.panels:
+            for c in [*p.characters, *(d.speaker for d in p.dialogue)]:
+                seen.setdefault(c)
+        return list(seen)
 
 
 class LetteredPanel(BaseModel):

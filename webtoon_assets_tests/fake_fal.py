@@ -14,6 +14,9 @@ Run it as its own process (it must outlive a pipeline killed with SIGKILL):
 It prints ``PORT <n>`` once listening. Control endpoints: GET /_fake/stats, POST /_fake/config
 (JSON: latency, slots, faults), POST /_fake/reset.
 
+A request carrying a ``system_prompt`` is a text model's: its result is ``{"output": text_output,
+"usage": {...}}`` with ``text_output`` set by configuration.
+
 Fault kinds (``{"kind": K, "count": N, "match": "substring of the prompt"}``):
   submit phase:  429, 500, 503_id (503 with a request id), 503_nginx (ingress 503, no id), drop
                  (connection closed with no answer), 422
@@ -77,6 +80,7 @@ class State:
     submissions_by_prompt: Counter = field(default_factory=Counter)
     paid_by_prompt: Counter = field(default_factory=Counter)
     uploads: dict[str, bytes] = field(default_factory=dict)
+    text_output: str = '{"scenes": []}'  # what a text model "answers" (set by /_fake/config)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take_fault(self, phase: set[str], prompt: str) -> dict[str, Any] | None:
@@ -218,6 +222,11 @@ class Handler(BaseHTTPRequestHandler):
                     st.counts["paid"] += 1  # fal bills a successful output once
                     st.paid_by_prompt[r.args.get("prompt", "")] += 1
                 r.result_fetches += 1
+                if "system_prompt" in r.args:  # a text model: fal-ai/any-llm answers {"output": ...}
+                    return self._send(200, {"output": st.text_output, "partial": False, "error": None,
+                                            "usage": {"prompt_tokens": len(r.args.get("prompt", "")) // 4,
+                                                      "completion_tokens": len(st.text_output) // 4}},
+                                      headers={"x-fal-request-id": r.id})
                 w, h = size_of(r.args)
                 n = int(r.args.get("num_images", 1))
                 result = {"images": [{"url": f"{self._base()}/files/{r.id}-{i}.png", "width": w, "height": h,
@@ -279,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_fake/config":
             cfg = json.loads(body or b"{}")
             with st.lock:
-                for k in ("latency", "slots", "key"):
+                for k in ("latency", "slots", "key", "text_output"):
                     if k in cfg:
                         setattr(st, k, cfg[k])
                 if "faults" in cfg:

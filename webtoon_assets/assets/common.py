@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from PIL import Image
 
 from webtoon_assets.manifests import ImageItem, ImageSet
-from webtoon_assets.bible import BibleError, Episode, Series, load_episode, load_series
+from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, load_episode, load_series
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.gateway import GenerationRequest, GenerationResult
 from webtoon_assets.gateway.budget import BudgetExceeded
@@ -26,19 +26,20 @@ def series_of(context: AssetExecutionContext) -> str:
     return context.assets_def.key.path[0]
 
 
-def load_inputs(context: AssetExecutionContext, gateway: GatewayResource) -> tuple[Series, Episode]:
-    """The series and this partition's episode, validated before any spend: the bible, the script,
+def load_inputs(context: AssetExecutionContext, gateway: GatewayResource) -> tuple[Series, Episode | ProseScript]:
+    """The series and this partition's script, validated before any spend: the bible, the script,
     and that every model endpoint it names is in the price book. A bad input fails the step with
     the file, field and expectation as its message, and is never retried."""
     try:
         series = load_series(gateway.layout, series_of(context))
+        script = load_episode(gateway.layout, series, context.partition_key)
         book = gateway.gateway.pricebook
         unknown = [f"models.{family}.endpoint: {m.endpoint!r} has no entry in the price book "
                    f"({gateway.layout.pricebook}); expected one of its endpoints"
                    for family, m in series.models if not book.has(m.endpoint)]
         if unknown:
             raise BibleError(gateway.layout.series_dir(series.id) / "series.yaml", unknown)
-        return series, load_episode(gateway.layout, series, context.partition_key)
+        return series, script
     except BibleError as e:
         raise Failure(description=str(e), allow_retries=False) from e
 

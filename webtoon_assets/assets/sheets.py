@@ -27,9 +27,10 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[Asset
                    description="A reference sheet per character appearing in the episode.")
     def character_sheets(context: AssetExecutionContext, gateway: GatewayResource,
                          storyboard: dict[str, Any]) -> MaterializeResult:
-        series, episode = load_inputs(context, gateway)
+        series, _ = load_inputs(context, gateway)
+        cast = Storyboard.model_validate(storyboard).characters()
         return make_images(context, gateway, series, "character_sheets",
-                           [character_request(series, context.partition_key, c) for c in episode.characters()])
+                           [character_request(series, context.partition_key, c) for c in cast])
 
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A background plate per location used in the episode.")

@@ -49,6 +49,17 @@ class Scene(Strict):
     panels: list[Panel] = Field(min_length=1)
 
 
+class ProseScript(Strict):
+    """An episode written as prose: a text model (or, offline, a splitter) turns it into panels."""
+
+    id: Slug
+    series: Slug
+    title: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    take: Take = 1
+    path: str
+
+
 class Episode(Strict):
     id: Slug
     series: Slug

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from webtoon_assets.bible.episode import Episode
+from webtoon_assets.bible.episode import Episode, ProseScript
 from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.models import SLUG_RE, Series, check_slug
 from webtoon_assets.bible.script import parse_script
@@ -48,7 +48,7 @@ def script_path(layout: DataLayout, series_id: str, episode_id: str) -> Path:
     return layout.episodes_dir(series_id) / f"{episode_id}{SCRIPT_SUFFIX}"
 
 
-def load_episode(layout: DataLayout, series: Series, episode_id: str) -> Episode:
+def load_episode(layout: DataLayout, series: Series, episode_id: str) -> Episode | ProseScript:
     path = script_path(layout, series.id, episode_id)
     if not path.is_file():
         raise BibleError(path, [f"expected the script of episode {episode_id!r} here"])

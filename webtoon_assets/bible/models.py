@@ -114,6 +114,21 @@ def _family(endpoint: str, size: str) -> Any:
     return Field(default_factory=lambda: FamilyModel(endpoint=endpoint, image_size=size))
 
 
+class TextModel(Strict):
+    """The text model that turns a prose episode into panels (priced per token)."""
+
+    endpoint: Endpoint
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("arguments")
+    @classmethod
+    def _no_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"prompt", "system_prompt"} & set(v)
+        if reserved:
+            raise ValueError(f"expected endpoint extras only; {sorted(reserved)} are set by the pipeline")
+        return v
+
+
 class Models(Strict):
     # Defaults follow the cost study's cheapest FLUX.2 option; panels use the multi-reference /edit.
     style_sheet: FamilyModel = _family("fal-ai/flux-2/flash", "landscape_4_3")
@@ -122,6 +137,8 @@ class Models(Strict):
     # Panels take their size from the storyboard (the shot's aspect, or the script's [aspect=...]);
     # an image_size written here instead fixes one size for every panel without [aspect=...].
     panels: FamilyModel = _family("fal-ai/flux-2/flash/edit", "portrait_4_3")
+    storyboard: TextModel = Field(default_factory=lambda: TextModel(
+        endpoint="fal-ai/any-llm", arguments={"model": "google/gemini-2.5-flash"}))
 
     def panel_size_override(self) -> str | CustomSize | None:
         return self.panels.image_size if "image_size" in self.panels.model_fields_set else None

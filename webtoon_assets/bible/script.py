@@ -14,6 +14,9 @@
 
 The parser only shapes text into fields; every value is then checked by the pydantic
 models and against the series (known characters and locations), with the line number.
+
+A script whose header says ``Format: prose`` is prose (everything after the header); the
+storyboard turns it into panels. ``Take: N`` in its header asks for a new conversion.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode
+from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode, ProseScript
 from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.models import IMAGE_SIZE_PRESETS, Series
 
@@ -41,8 +44,51 @@ PANEL_OPTIONS: dict[str, tuple[str, ...] | None] = {  # None: a whole number
 }
 
 
-def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
-    """Parse and validate one script; raise BibleError listing every problem found."""
+def parse_script(path: Path, series: Series, episode_id: str) -> Episode | ProseScript:
+    """Parse and validate one script file; raise BibleError listing every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise BibleError(path, [f"expected UTF-8 text ({e})"]) from e
+    header, body = _header(text)
+    if header.get("format", "panels").lower() == "prose":
+        problems = [] if header.get("title") else ["title: expected a 'Title: ...' line in the header"]
+        take = header.get("take", "1")
+        if not take.isdigit() or int(take) < 1:
+            problems.append(f"take: expected a whole number from 1, got {take!r}")
+        if not body.strip():
+            problems.append("expected the episode's prose after the header")
+        if problems:
+            raise BibleError(path, problems)
+        return ProseScript(id=episode_id, series=series.id, title=header["title"], text=body.strip(),
+                           take=int(take), path=str(path))
+    if header.get("format", "panels").lower() != "panels":
+        raise BibleError(path, [f"format: expected 'panels' or 'prose', got {header['format']!r}"])
+    return parse_script_text(text, str(path), series, episode_id)
+
+
+def _header(text: str) -> tuple[dict[str, str], str]:
+    """Key: value lines before the first blank line that follows them; the rest is the body."""
+    header: dict[str, str] = {}
+    lines = text.splitlines()
+    for i, raw in enumerate(lines):
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        m = HEADER_RE.match(line)
+        if m and not line.startswith(("SCENE", "PANEL")):
+            header[m["key"].lower()] = m["value"].strip()
+            continue
+        if not line and header:
+            return header, "\n".join(lines[i + 1:])
+        if line:
+            break
+    return header, ""
+
+
+def parse_script_text(text: str, where: str, series: Series, episode_id: str) -> Episode:
+    """Parse and validate a script in the panel format; ``where`` names it in errors."""
+    path = where
     problems: list[str] = []
     header: dict[str, str] = {}
     scenes: list[dict[str, Any]] = []
@@ -58,11 +104,6 @@ def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
                 f"line {lineno}: {field}: unknown character {t!r}; expected one of {sorted(series.characters)}"
             )
         return cid
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise BibleError(path, [f"expected UTF-8 text ({e})"]) from e
 
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -109,6 +150,8 @@ def parse_script(path: Path, series: Series, episode_id: str) -> Episode:
             if scenes:
                 scenes[-1]["description"] = " ".join(filter(None, [scenes[-1]["description"], line]))
             elif m := HEADER_RE.match(line):
+                if m["key"].lower() not in ("title", "format", "take"):
+                    problems.append(f"line {lineno}: header {m['key']!r}: expected Title, Format or Take")
                 header[m["key"].lower()] = m["value"].strip()
             else:
                 problems.append(f"line {lineno}: expected 'Title: ...' or a 'SCENE <location>' line, got {line[:40]!r}")

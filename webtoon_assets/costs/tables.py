@@ -17,7 +17,7 @@ import duckdb
 import pandas as pd
 from filelock import FileLock
 
-from webtoon_assets.bible import BibleError, episode_ids, load_episode, load_series, series_ids
+from webtoon_assets.bible import BibleError, ProseScript, episode_ids, load_episode, load_series, series_ids
 from webtoon_assets.costs.whatif import platform_whatif
 from webtoon_assets.ledger import LedgerRow, read_rows
 from webtoon_assets.paths import DataLayout
@@ -57,7 +57,12 @@ def _bible(layout: DataLayout, log: Callable[[str], None]) -> tuple[pd.DataFrame
             except BibleError as e:
                 log(f"cost tables: skipping episode {sid}/{eid}: {e}")
                 continue
-            episode_rows.append({"series": sid, "episode": eid, "title": ep.title, "panels": len(ep.panels)})
+            if isinstance(ep, ProseScript):  # its panels are known once the storyboard has made them
+                board = layout.output_dir(sid, eid) / "storyboard.json"
+                panels = len(json.loads(board.read_text())["panels"]) if board.is_file() else 0
+            else:
+                panels = len(ep.panels)
+            episode_rows.append({"series": sid, "episode": eid, "title": ep.title, "panels": panels})
     return (pd.DataFrame(series_rows, columns=["series", "title", "planned_episodes", "target_per_panel_usd",
                                                "per_episode_budget_usd"]).astype(object),
             pd.DataFrame(episode_rows, columns=["series", "episode", "title", "panels"]).astype(object))

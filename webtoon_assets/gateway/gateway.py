@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from webtoon_assets.gateway.budget import Budget, BudgetExceeded
-from webtoon_assets.gateway.providers.base import Provider, ProviderError, ProviderResult
+from webtoon_assets.gateway.providers.base import Provider, ProviderError
 from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.store import ImageStore
@@ -48,6 +48,16 @@ class GenerationResult:
     @property
     def list_usd(self) -> Decimal:
         return self.row.list_usd
+
+
+@dataclass(frozen=True)
+class TextResult:
+    request: GenerationRequest
+    key: str
+    text: str
+    status: Status
+    seconds: float
+    row: LedgerRow
 
 
 def pricing_request(request: GenerationRequest) -> dict[str, Any]:
@@ -110,7 +120,8 @@ class Gateway:
                 return self._hit(request, key, record, started)
             estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
             with self.store.staging(key) as staged:
-                out, attempt = self._attempts(request, key, estimate, staged)
+                out, attempt = self._attempts(request, key, estimate,
+                                              lambda r: self.provider.generate(r, staged, key))
                 final = self.quote(attempt, out.response)
                 billed = final.usd if out.billed else Decimal(0)
                 record = self.store.commit(key, staged, {
@@ -128,8 +139,29 @@ class Gateway:
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
                                 out.width, out.height, self.provider.name, time.monotonic() - started, row)
 
-    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, staged: Path
-                  ) -> tuple[ProviderResult, GenerationRequest]:
+    def generate_text(self, request: GenerationRequest) -> TextResult:
+        """The same path for a text model's answer: cached by key, priced per token, in the ledger."""
+        started = time.monotonic()
+        key = request.key(self.provider.name)
+        if (record := self.store.get_text(key)) is None:
+            with self.store.lock(key):
+                if (record := self.store.get_text(key)) is None:
+                    estimate = self.quote(request)
+                    out, _ = self._attempts(request, key, estimate, lambda r: self.provider.generate_text(r, key))
+                    final = self.quote(request, out.response)
+                    billed = final.usd if out.billed else Decimal(0)
+                    row = self._record(request, key, "generated", final, billed, request_id=out.request_id)
+                    self._settle(request, estimate, row.cost_usd)
+                    self.store.commit_text(key, {"text": out.text, "provider": self.provider.name,
+                                                 "endpoint": request.endpoint, "response": out.response,
+                                                 "provider_request_id": out.request_id, "run_id": self.run_id,
+                                                 "billed_usd": str(billed), "list_usd": str(final.usd)})
+                    return TextResult(request, key, out.text, "generated", time.monotonic() - started, row)
+        row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0))
+        return TextResult(request, key, record["text"], "cached", time.monotonic() - started, row)
+
+    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, call: Callable[[GenerationRequest], Any]
+                  ) -> tuple[Any, GenerationRequest]:
         """Call the provider until it succeeds or the policy gives up; a ledger row per failure."""
         who = request.attribution
         tries = nsfw = 0
@@ -137,7 +169,7 @@ class Gateway:
         while True:
             self._reserve(attempt, estimate)
             try:
-                return self.provider.generate(attempt, staged, key), attempt
+                return call(attempt), attempt
             except Exception as e:
                 err = e if isinstance(e, ProviderError) else ProviderError(
                     f"{type(e).__name__}: {e}", retryable=False, billed=False)

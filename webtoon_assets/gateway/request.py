@@ -57,6 +57,8 @@ class GenerationRequest(BaseModel):
     arguments: dict[str, Any]
     references: list[Reference] = Field(default_factory=list)
     preview: PreviewHints | None = None
+    context: dict[str, Any] | None = None  # what the offline provider needs to stand in for a text model
+    take: int = 1  # a new version of a request whose arguments carry no seed (a text model's answer)
     attribution: Attribution
 
     def key(self, provider: str) -> str:
@@ -70,6 +72,10 @@ class GenerationRequest(BaseModel):
         }
         if provider == "local" and self.preview is not None:
             payload["preview"] = self.preview.model_dump(mode="json")
+        if self.take != 1:
+            payload["take"] = self.take
+        if provider == "local" and self.context is not None:
+            payload["context"] = self.context
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

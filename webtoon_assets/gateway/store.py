@@ -73,6 +73,23 @@ class ImageStore:
         os.replace(tmp, rec)
         return record
 
+    # Text results (a model's answer) are records without an image.
+    def text_path(self, key: str) -> Path:
+        return self.root / "texts" / key[:2] / f"{key}.json"
+
+    def get_text(self, key: str) -> dict[str, Any] | None:
+        path = self.text_path(key)
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def commit_text(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        record = {**record, "key": key}
+        path = self.text_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return record
+
     def publish(self, key: str, dest: Path) -> Path:
         """Expose a stored image at a readable path (hard link; copy across filesystems)."""
         dest.parent.mkdir(parents=True, exist_ok=True)

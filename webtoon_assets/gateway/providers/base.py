@@ -20,6 +20,14 @@ class ProviderResult:
     billable_units: Decimal | None = None  # as the provider reported them (fal: x-fal-billable-units)
 
 
+@dataclass
+class ProviderText:
+    text: str
+    response: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    billed: bool = False
+
+
 class ProviderError(RuntimeError):
     """One failed attempt. ``retryable``: another attempt may succeed; ``billed``: the provider
     charged for this attempt anyway; ``nsfw``: retry with a new seed."""
@@ -39,6 +47,10 @@ class Provider(Protocol):
 
     def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
         """Write the image for ``request`` to ``dest`` (PNG). ``key`` is the request's store key."""
+        ...
+
+    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
+        """Answer a text request (a model's output as text)."""
         ...
 
     def close(self) -> None: ...

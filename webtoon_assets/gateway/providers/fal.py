@@ -30,7 +30,7 @@ import httpx
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult
+from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest, Reference
 
 
@@ -97,6 +97,30 @@ class FalProvider:
         except ProviderError as e:
             raise ProviderError(self._redact(str(e)), retryable=e.retryable, billed=e.billed,
                                 request_id=e.request_id, nsfw=e.nsfw) from None
+
+    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
+        future = asyncio.run_coroutine_threadsafe(self._generate_text(request, key), self._loop)
+        try:
+            return future.result()
+        except ProviderError as e:
+            raise ProviderError(self._redact(str(e)), retryable=e.retryable, billed=e.billed,
+                                request_id=e.request_id) from None
+
+    async def _generate_text(self, request: GenerationRequest, key: str) -> ProviderText:
+        args = dict(request.arguments)
+        async with self._on_fal:
+            handle = await self._resume(key, args) if key else None
+            if handle is None:
+                handle = await self._submit(request.endpoint, args)
+                self._journal(key, request.endpoint, args, handle)
+            await self._wait(handle, key)
+        result, _ = await self._result(handle)
+        self._forget(key)
+        text = result.get("output")
+        if not isinstance(text, str) or result.get("error"):
+            raise ProviderError(f"fal request {handle.request_id} gave no text: {result.get('error') or 'no output'}",
+                                retryable=False, billed=True, request_id=handle.request_id)
+        return ProviderText(text=text, response=result, request_id=handle.request_id, billed=True)
 
     def close(self) -> None:
         async def _close() -> None:

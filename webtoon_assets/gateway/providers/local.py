@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from webtoon_assets.bible.models import size_pixels
-from webtoon_assets.gateway.providers.base import ProviderResult
+from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.preview.draw import render_preview
 
@@ -24,6 +24,18 @@ class LocalProvider:
             response={"images": [{"width": width, "height": height, "content_type": "image/png"}],
                       "seed": request.arguments.get("seed")},
         )
+
+    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
+        """Offline, prose is split by rule, not by a model (see storyboard.prose.split_prose)."""
+        from webtoon_assets.storyboard.prose import split_prose
+
+        if not request.context:
+            raise ProviderError(f"the offline provider cannot stand in for {request.endpoint}: no context given",
+                                retryable=False, billed=False)
+        prose = request.arguments["prompt"].split("\n\n", 1)[-1].split("\n", 1)[-1]
+        text = split_prose(prose, request.context)
+        return ProviderText(text=text, response={"output": text, "usage": {
+            "prompt_tokens": len(request.arguments["prompt"]) // 4, "completion_tokens": len(text) // 4}})
 
     def close(self) -> None:
         pass
