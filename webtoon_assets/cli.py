@@ -27,8 +27,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for series_id in wanted:
         out = layout.output_dir(series_id)
         print(f"  {series_id}: {out}")
-        for strip in sorted(out.glob("*/strip.png")):
-            print(f"    strip  {strip}")
+        if (out / "index.html").is_file():
+            print(f"    season reader   file://{out / 'index.html'}")
+        for reader in sorted(out.glob("*/reader.html")):
+            slices = sorted((reader.parent / "webtoon").glob("*.jpg"))
+            size = sum(p.stat().st_size for p in slices) / 1e6
+            print(f"    {reader.parent.name}  reader file://{reader}  |  {len(slices)} upload slices "
+                  f"({size:.1f} MB) in {reader.parent / 'webtoon'}")
     print(f"  image store: {layout.store}")
     print(f"  cost tables: {layout.duckdb_path}  (query with: .venv/bin/duckdb {layout.duckdb_path})")
     print("\nCosts:")
