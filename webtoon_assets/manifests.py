@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from webtoon_assets.bible.episode import DialogueLine
+from webtoon_assets.bible.episode import DialogueLine, cast_in_order
 
 
 class ImageItem(BaseModel):
@@ -61,12 +61,7 @@ class Storyboard(BaseModel):
     source: str = "script"  # script, or the model (or offline splitter) that made it from prose
 
     def characters(self) -> list[str]:
-        """Characters drawn or heard, in order of first appearance."""
-        seen: dict[str, None] = {}
-        for p in self.panels:
-            for c in [*p.characters, *(d.speaker for d in p.dialogue)]:
-                seen.setdefault(c)
-        return list(seen)
+        return cast_in_order(self.panels)
 
 
 class LetteredPanel(BaseModel):

@@ -4,12 +4,16 @@ temp dir, and the project's definitions built over that root."""
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+
+import yaml
 
 import pytest
 from dagster import DagsterInstance
 
 from webtoon_assets.definitions import build_definitions
+from webtoon_assets.demo import run_season
 from webtoon_assets.paths import REPO_ROOT, DataLayout
 from webtoon_assets_tests.fal_harness import start_fake_fal
 
@@ -27,11 +31,9 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DataLayout:
-    root = tmp_path / "data"
-    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
-    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
-    monkeypatch.setenv("WEBTOON_DATA_DIR", str(root))
-    return DataLayout(root)
+    layout = fresh_data_root(tmp_path / "data")
+    monkeypatch.setenv("WEBTOON_DATA_DIR", str(layout.root))
+    return layout
 
 
 @pytest.fixture
@@ -61,6 +63,29 @@ def fake_fal(fake_fal_server, monkeypatch):
                  "WEBTOON_FAL_REFERENCES": "inline"}.items():
         monkeypatch.setenv(k, v)
     return fake_fal_server
+
+
+def fresh_data_root(root: Path) -> DataLayout:
+    """A data root holding a copy of the sample bible and the price book."""
+    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
+    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
+    return DataLayout(root)
+
+
+@contextmanager
+def produced_season(base: Path, planned: int | None = None):
+    """The sample season produced offline in ``base``: yields (layout, instance). Module fixtures
+    use it to produce once and share."""
+    layout = fresh_data_root(base / "data")
+    if planned is not None:
+        path = layout.series_dir(SAMPLE) / "series.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["planned_episodes"] = planned
+        path.write_text(yaml.safe_dump(data))
+    (base / "dagster").mkdir()
+    with DagsterInstance.local_temp(tempdir=str(base / "dagster")) as inst:
+        run_season(inst, build_definitions(layout), layout, SAMPLE)
+        yield layout, inst
 
 
 def store_files(layout: DataLayout) -> set[str]:

@@ -20,8 +20,8 @@ from webtoon_assets.costs.summary import season_summary
 from webtoon_assets.definitions import build_definitions
 from webtoon_assets.demo import run_season
 from webtoon_assets.ledger import read_rows
-from webtoon_assets.paths import REPO_ROOT, DataLayout
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets.paths import DataLayout
+from webtoon_assets_tests.conftest import SAMPLE, produced_season
 
 
 def set_planned(layout, n: int) -> None:
@@ -42,15 +42,8 @@ def sql(layout, query: str, *params):
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
     """The whole sample season, offline, with a planned length of 3: fully produced. Made once."""
-    root = tmp_path_factory.mktemp("season") / "data"
-    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
-    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
-    layout = DataLayout(root)
-    set_planned(layout, 3)
-    (root.parent / "dagster").mkdir()
-    with DagsterInstance.local_temp(tempdir=str(root.parent / "dagster")) as inst:
-        run_season(inst, build_definitions(layout), layout, SAMPLE)
-        yield layout, inst
+    with produced_season(tmp_path_factory.mktemp("season"), planned=3) as made:
+        yield made
 
 
 @pytest.fixture

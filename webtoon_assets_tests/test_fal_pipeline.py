@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +20,12 @@ from webtoon_assets.definitions import build_definitions
 from webtoon_assets.demo import run_season
 from webtoon_assets.ledger import read_rows
 from webtoon_assets.paths import REPO_ROOT, DataLayout
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets_tests.conftest import SAMPLE, fresh_data_root
 from webtoon_assets_tests.fal_harness import TEST_KEY
 
 
 def new_root(path: Path) -> DataLayout:
-    shutil.copytree(REPO_ROOT / "data" / "series", path / "series")
-    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", path / "pricebook.yaml")
-    return DataLayout(path)
+    return fresh_data_root(path)
 
 
 def manifest(layout: DataLayout, episode: str, asset: str) -> dict:

@@ -12,7 +12,6 @@ from dagster import DagsterInstance
 
 from webtoon_assets.bible import ProseScript, load_episode, load_series
 from webtoon_assets.definitions import build_definitions
-from webtoon_assets.demo import run_season
 from webtoon_assets.ledger import read_rows
 from webtoon_assets_tests.conftest import SAMPLE
 

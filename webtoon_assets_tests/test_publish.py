@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey
 from PIL import Image, ImageChops
 
 from webtoon_assets.assets.strip import CHECK, limits_check
@@ -21,7 +20,7 @@ from webtoon_assets.ledger import read_rows
 from webtoon_assets.manifests import PanelPlan, Slice, Strip
 from webtoon_assets.paths import REPO_ROOT, DataLayout
 from webtoon_assets.storyboard import plan_storyboard
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets_tests.conftest import SAMPLE, produced_season
 
 EPISODES = ("ep01", "ep02", "ep03")
 
@@ -29,14 +28,8 @@ EPISODES = ("ep01", "ep02", "ep03")
 @pytest.fixture(scope="module")
 def season(tmp_path_factory):
     """The sample season produced offline once for this module."""
-    root = tmp_path_factory.mktemp("publish") / "data"
-    shutil.copytree(REPO_ROOT / "data" / "series", root / "series")
-    shutil.copy(REPO_ROOT / "data" / "pricebook.yaml", root / "pricebook.yaml")
-    layout_ = DataLayout(root)
-    (root.parent / "dagster").mkdir()
-    with DagsterInstance.local_temp(str(root.parent / "dagster")) as inst:
-        run_season(inst, build_definitions(layout_), layout_, SAMPLE)
-        yield layout_, inst
+    with produced_season(tmp_path_factory.mktemp("publish")) as made:
+        yield made
 
 
 def manifest(layout_: DataLayout, ep: str, asset: str) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import Field
 
@@ -49,6 +49,16 @@ class Scene(Strict):
     panels: list[Panel] = Field(min_length=1)
 
 
+def cast_in_order(panels: Iterable[Any]) -> list[str]:
+    """Characters drawn or heard in these panels (anything with ``characters`` and ``dialogue``),
+    in order of first appearance."""
+    seen: dict[str, None] = {}
+    for p in panels:
+        for c in [*p.characters, *(d.speaker for d in p.dialogue)]:
+            seen.setdefault(c)
+    return list(seen)
+
+
 class ProseScript(Strict):
     """An episode written as prose: a text model (or, offline, a splitter) turns it into panels."""
 
@@ -71,12 +81,7 @@ class Episode(Strict):
         return [p for s in self.scenes for p in s.panels]
 
     def characters(self) -> list[str]:
-        """Characters drawn or heard in this episode, in order of first appearance."""
-        seen: dict[str, None] = {}
-        for p in self.panels:
-            for c in [*p.characters, *(d.speaker for d in p.dialogue)]:
-                seen.setdefault(c)
-        return list(seen)
+        return cast_in_order(self.panels)
 
     def locations(self) -> list[str]:
         return list(dict.fromkeys(s.location for s in self.scenes))

@@ -91,29 +91,22 @@ class FalProvider:
 
     # -- the gateway's entry point ---------------------------------------------------------------
     def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
-        future = asyncio.run_coroutine_threadsafe(self._generate(request, dest, key), self._loop)
+        return self._run(self._generate(request, dest, key))
+
+    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
+        return self._run(self._generate_text(request, key))
+
+    def _run(self, coro: Any) -> Any:
+        """Run one attempt on the provider's loop; errors leave with the key redacted."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result()
         except ProviderError as e:
             raise ProviderError(self._redact(str(e)), retryable=e.retryable, billed=e.billed,
                                 request_id=e.request_id, nsfw=e.nsfw) from None
 
-    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
-        future = asyncio.run_coroutine_threadsafe(self._generate_text(request, key), self._loop)
-        try:
-            return future.result()
-        except ProviderError as e:
-            raise ProviderError(self._redact(str(e)), retryable=e.retryable, billed=e.billed,
-                                request_id=e.request_id) from None
-
     async def _generate_text(self, request: GenerationRequest, key: str) -> ProviderText:
-        args = dict(request.arguments)
-        async with self._on_fal:
-            handle = await self._resume(key, args) if key else None
-            if handle is None:
-                handle = await self._submit(request.endpoint, args)
-                self._journal(key, request.endpoint, args, handle)
-            await self._wait(handle, key)
+        handle = await self._on_fal_until_done(request.endpoint, dict(request.arguments), key)
         result, _ = await self._result(handle)
         self._forget(key)
         text = result.get("output")
@@ -139,12 +132,7 @@ class FalProvider:
         args = dict(request.arguments)
         if request.references:
             args["image_urls"] = [await self._reference_url(r) for r in request.references]
-        async with self._on_fal:
-            handle = await self._resume(key, args) if key else None
-            if handle is None:
-                handle = await self._submit(request.endpoint, args)
-                self._journal(key, request.endpoint, args, handle)
-            await self._wait(handle, key)
+        handle = await self._on_fal_until_done(request.endpoint, args, key)
         result, units = await self._result(handle)
         images = result.get("images") or []
         if not images or not images[0].get("url"):
@@ -161,6 +149,17 @@ class FalProvider:
         response = {k: v for k, v in result.items() if k != "prompt"}
         return ProviderResult(width=width, height=height, response=response, request_id=handle.request_id,
                               billed=True, billable_units=units)
+
+    async def _on_fal_until_done(self, endpoint: str, args: dict[str, Any], key: str) -> fal_client.AsyncRequestHandle:
+        """Resume the journalled request for ``key``, or submit and journal a new one; wait until fal
+        has finished it. Holds one of the account's concurrency slots meanwhile."""
+        async with self._on_fal:
+            handle = await self._resume(key, args) if key else None
+            if handle is None:
+                handle = await self._submit(endpoint, args)
+                self._journal(key, endpoint, args, handle)
+            await self._wait(handle, key)
+        return handle
 
     async def _submit(self, endpoint: str, args: dict[str, Any]) -> fal_client.AsyncRequestHandle:
         try:
