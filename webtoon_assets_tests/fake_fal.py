@@ -361,6 +361,7 @@ class Handler(BaseHTTPRequestHandler):
             st.advance(time.time())
             st.counts["submitted"] += 1
             st.counts[f"submitted:{endpoint}"] += 1
+            st.counts["image_urls_received"] += len(args.get("image_urls") or [])
             st.submissions_by_prompt[prompt] += 1
         base = f"{self._base()}/requests/{rid}"
         self._send(200, {"request_id": rid, "response_url": base, "status_url": f"{base}/status",

@@ -25,7 +25,9 @@ def test_every_series_gets_its_assets_job_and_sensor(defs):
     keys = {"/".join(k.path) for k in defs.resolve_all_asset_keys()}
     assert keys == {f"lantern_street/{a}" for a in
                     ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "lettered_panels",
-                     "episode_strip")}
+                     "episode_strip", "model_trial")}
+    assert defs.resolve_job_def("lantern_street__trial").partitions_def.get_partition_keys() == [
+        "fal-ai__flux-2__flash__edit", "fal-ai__flux-2__turbo__edit", "fal-ai__flux-2__edit", "fal-ai__flux-2-pro__edit"]
     assert defs.resolve_job_def("lantern_street__season")
     assert defs.resolve_sensor_def("lantern_street__new_episodes")
 

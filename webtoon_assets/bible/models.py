@@ -149,6 +149,34 @@ class Budget(Strict):
     target_per_panel_usd: Decimal = Field(default=Decimal("0.05"), gt=0)
 
 
+class Thresholds(Strict):
+    """The cost study's verdicts and decision tree, as consistency scores 0-100."""
+
+    production: float = Field(90, ge=0, le=100, description=">= this: production ready")
+    acceptable: float = Field(80, ge=0, le=100, description=">= this: acceptable, proceed")
+    lora: float = Field(70, ge=0, le=100, description=">= this: needs LoRA training; below: reject")
+    pick: float = Field(85, ge=0, le=100, description="the cheapest model at >= this is recommended")
+    premium_pick: float = Field(90, ge=0, le=100, description="a model over the target $/panel needs >= this")
+
+
+class Judge(Strict):
+    endpoint: Endpoint = "fal-ai/any-llm/vision"
+    arguments: dict[str, Any] = Field(default_factory=lambda: {"model": "google/gemini-2.5-flash"})
+
+
+class Trial(Strict):
+    """The model trial: a base reference of one character and N variations with it, per model."""
+
+    character: Slug | None = None  # default: the series' first character
+    candidates: list[Endpoint] = Field(default_factory=lambda: [
+        "fal-ai/flux-2/flash/edit", "fal-ai/flux-2/turbo/edit", "fal-ai/flux-2/edit", "fal-ai/flux-2-pro/edit"],
+        min_length=1)
+    variations: int = Field(5, ge=1, le=20)
+    scorer: Literal["palette-structure", "vision-judge", "embedding"] = "palette-structure"
+    judge: Judge = Field(default_factory=Judge)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
 class Series(Strict):
     id: Slug
     title: str = Field(min_length=1)
@@ -158,6 +186,14 @@ class Series(Strict):
     locations: dict[Slug, Location] = Field(min_length=1)
     models: Models = Field(default_factory=Models)
     budget: Budget = Field(default_factory=Budget)
+    trial: Trial = Field(default_factory=Trial)
+
+    @model_validator(mode="after")
+    def _trial_character(self) -> "Series":
+        if self.trial.character is not None and self.trial.character not in self.characters:
+            raise ValueError(f"trial.character: unknown character {self.trial.character!r}; expected one of "
+                             f"{sorted(self.characters)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_speaker_names(self) -> "Series":

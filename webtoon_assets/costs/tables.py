@@ -73,6 +73,8 @@ def _whatif(layout: DataLayout, rows: list[LedgerRow], episodes: pd.DataFrame) -
     usage: dict[tuple[str, str], dict[str, LedgerRow]] = {}
     produced: dict[tuple[str, str], set[str]] = {}
     for r in rows:
+        if not r.episode:  # the model trial is not the season's usage
+            continue
         if r.status == "generated" and r.width and r.height:
             usage.setdefault((r.series, r.provider), {})[r.request_key] = r
         if r.status in ("generated", "cached"):
@@ -90,13 +92,31 @@ def _whatif(layout: DataLayout, rows: list[LedgerRow], episodes: pd.DataFrame) -
     return pd.DataFrame(out, columns=cols).astype(object)
 
 
+def _trials(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, recs = [], []
+    for sid in series_ids(layout):
+        folder = layout.output_dir(sid) / "trials"
+        for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            data = json.loads(p.read_text())
+            if p.name == "recommendation.json":
+                recs.append({"series": sid, **data})
+            else:
+                trials.append(data)
+    cols = ["series", "model", "platform", "endpoint", "cost_per_panel_usd", "consistency", "verdict", "scorer",
+            "variations", "character", "trial_billed_usd", "trial_list_usd", "provider"]
+    return (pd.DataFrame([{c: t.get(c) for c in cols} for t in trials], columns=cols).astype(object),
+            pd.DataFrame(recs, columns=["series", "action", "endpoint", "model", "reason"]).astype(object))
+
+
 def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) -> None:
     rows = list(read_rows(layout.ledger_dir))
     series_df, episodes_df = _bible(layout, log)
     gen_df, whatif_df = _generations(rows), _whatif(layout, rows, episodes_df)
+    trials_df, rec_df = _trials(layout)
     con = duckdb.connect(str(path))
     try:
-        for name, df in {"_gen": gen_df, "_series": series_df, "_episodes": episodes_df, "_whatif": whatif_df}.items():
+        for name, df in {"_gen": gen_df, "_series": series_df, "_episodes": episodes_df, "_whatif": whatif_df,
+                         "_trials_df": trials_df, "_rec_df": rec_df}.items():
             con.register(name, df)
         con.execute(f"""
             CREATE TABLE generations AS SELECT
@@ -126,6 +146,16 @@ def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) ->
               CAST(endpoints AS VARCHAR) AS endpoints, CAST(max_references AS INTEGER) AS max_references,
               CAST(season_usd AS {MONEY}) AS season_usd, CAST(one_time_usd AS {MONEY}) AS one_time_usd,
               CAST(references_dropped AS INTEGER) AS references_dropped FROM _whatif;
+            CREATE TABLE _trials AS SELECT CAST(series AS VARCHAR) AS series, CAST(model AS VARCHAR) AS model,
+              CAST(platform AS VARCHAR) AS platform, CAST(endpoint AS VARCHAR) AS endpoint,
+              CAST(cost_per_panel_usd AS DECIMAL(18,6)) AS cost_per_panel_usd, CAST(consistency AS DOUBLE) AS consistency,
+              CAST(verdict AS VARCHAR) AS verdict, CAST(scorer AS VARCHAR) AS scorer,
+              CAST(variations AS INTEGER) AS variations, CAST(character AS VARCHAR) AS character,
+              CAST(trial_billed_usd AS {MONEY}) AS trial_billed_usd, CAST(trial_list_usd AS {MONEY}) AS trial_list_usd,
+              CAST(provider AS VARCHAR) AS provider FROM _trials_df;
+            CREATE TABLE model_recommendation AS SELECT CAST(series AS VARCHAR) AS series,
+              CAST(action AS VARCHAR) AS action, CAST(endpoint AS VARCHAR) AS endpoint, CAST(model AS VARCHAR) AS model,
+              CAST(reason AS VARCHAR) AS reason FROM _rec_df;
         """)
         con.execute(SQL_VIEWS.read_text())
     finally:

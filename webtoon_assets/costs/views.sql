@@ -1,4 +1,5 @@
--- Views over the ledger (generations) and the bible (series_info, episodes).
+-- Views over the ledger (generations) and the bible (series_info, episodes). Spend that belongs to
+-- no episode (the model trial: episode '') counts in asset_spend and model_spend, not per episode.
 -- cost_usd: billed for paid providers; for offline (local) runs, the list price of what was
 -- generated: the offline season is an exact quote. Spend is grouped per provider so an offline
 -- quote and a real run of the same season sit side by side.
@@ -14,7 +15,7 @@ SELECT series, provider, episode,
        count(*) FILTER (WHERE status = 'refused') AS refused,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels
-FROM generations GROUP BY series, provider, episode;
+FROM generations WHERE episode <> '' GROUP BY series, provider, episode;
 
 CREATE VIEW asset_spend AS
 SELECT series, provider, asset,
@@ -42,17 +43,19 @@ FROM generations GROUP BY provider, endpoint;
 -- C / (U * max(1, P / N)): spread over the episodes that use it and over the planned season, so
 -- over a fully produced season (N = P) the amortised total equals the as-paid total.
 CREATE VIEW amortization AS
-WITH artifacts AS (
+WITH episode_rows AS (
+    SELECT * FROM generations WHERE episode <> ''
+), artifacts AS (
     SELECT series, provider, request_key, any_value(cost_usd) AS cost_usd
-    FROM generations WHERE reusable AND status = 'generated' GROUP BY ALL
+    FROM episode_rows WHERE reusable AND status = 'generated' GROUP BY ALL
 ), uses AS (
     SELECT DISTINCT series, provider, request_key, episode
-    FROM generations WHERE reusable AND status IN ('generated', 'cached')
+    FROM episode_rows WHERE reusable AND status IN ('generated', 'cached')
 ), users AS (
     SELECT series, provider, request_key, count(*) AS n_users FROM uses GROUP BY ALL
 ), produced AS (
     SELECT series, provider, count(DISTINCT episode) AS n_produced
-    FROM generations WHERE status IN ('generated', 'cached') GROUP BY ALL
+    FROM episode_rows WHERE status IN ('generated', 'cached') GROUP BY ALL
 ), shares AS (
     SELECT u.series, u.provider, u.episode,
            sum(a.cost_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced))) AS shared_usd
@@ -67,7 +70,7 @@ WITH artifacts AS (
            sum(cost_usd) AS as_paid_usd,
            coalesce(sum(cost_usd) FILTER (WHERE reusable AND status = 'generated'), 0) AS one_time_made_usd,
            coalesce(sum(cost_usd) FILTER (WHERE NOT (reusable AND status = 'generated')), 0) AS episode_usd
-    FROM generations GROUP BY ALL
+    FROM episode_rows GROUP BY ALL
     HAVING count(*) FILTER (WHERE status IN ('generated', 'cached')) > 0
 )
 SELECT p.series, p.provider, p.episode, e.panels,
@@ -122,3 +125,9 @@ SELECT w.series, w.provider AS usage_from,
        w.max_references, w.references_dropped, w.endpoints
 FROM _whatif_raw w JOIN series_info s USING (series)
 ORDER BY w.series, w.provider, rank;
+
+-- The model trial: one row per candidate tried, and the decision tree's recommendation.
+CREATE VIEW model_trials AS
+SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, scorer, variations,
+       character, trial_billed_usd, trial_list_usd, provider
+FROM _trials ORDER BY series, cost_per_panel_usd;

@@ -106,7 +106,10 @@ class FalProvider:
                                 request_id=e.request_id, nsfw=e.nsfw) from None
 
     async def _generate_text(self, request: GenerationRequest, key: str) -> ProviderText:
-        handle = await self._on_fal_until_done(request.endpoint, dict(request.arguments), key)
+        args = dict(request.arguments)
+        if request.references:  # a vision model is shown the images
+            args["image_urls"] = [await self._reference_url(r) for r in request.references]
+        handle = await self._on_fal_until_done(request.endpoint, args, key)
         result, _ = await self._result(handle)
         self._forget(key)
         text = result.get("output")

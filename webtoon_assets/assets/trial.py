@@ -1,0 +1,162 @@
+"""The model trial (the cost study's "week 1 validation plan"), one partition per candidate model:
+a base reference of one character from the model's text-to-image endpoint, then N variations
+made with that reference on the candidate (multi-reference) endpoint, each scored for
+consistency against the base; and the model's cost per panel at this series' panel sizes. Every
+generation goes through the gateway, so the trial's own spend is in the ledger. Each run also
+recommends a model from every trial made so far, by the study's decision tree."""
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from dagster import (AssetExecutionContext, AssetsDefinition, Failure, MaterializeResult, MetadataValue,
+                     StaticPartitionsDefinition, asset)
+
+from webtoon_assets.assets.common import contact_sheet_md, thumbnail
+from webtoon_assets.bible import BibleError, Episode, Series, episode_ids, load_episode, load_series
+from webtoon_assets.bible.models import size_pixels
+from webtoon_assets.consistency import make_scorer
+from webtoon_assets.consistency.decision import Candidate, recommend, verdict
+from webtoon_assets.costs import refresh_cost_tables
+from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
+from webtoon_assets.gateway.budget import BudgetExceeded
+from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.gateway.retry import GenerationFailed
+from webtoon_assets.pricing import PriceBook, QuoteError, UnknownEndpoint, quote
+from webtoon_assets.storyboard import plan_storyboard
+from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
+
+SITUATIONS = [  # what each variation asks of the character: new poses, framings, light
+    "walking through rain at night, full body, three-quarter view",
+    "laughing, close-up portrait, warm lantern light",
+    "running, side view, motion",
+    "sitting at a workbench, medium shot, looking down",
+    "looking back over the shoulder, from behind",
+    "standing on a rooftop at dusk, wide shot",
+    "surprised, extreme close-up on the face",
+    "waving, from a low angle",
+]
+
+
+def partition_key(endpoint: str) -> str:
+    return endpoint.replace("/", "__")
+
+
+def endpoint_of(key: str) -> str:
+    return key.replace("__", "/")
+
+
+def trial_dir(gateway: GatewayResource, series_id: str) -> Path:
+    return gateway.layout.output_dir(series_id) / "trials"
+
+
+def text_endpoint(book: PriceBook, endpoint: str) -> str:
+    """The candidate model's text-to-image endpoint, for the base reference (else the candidate)."""
+    model = book.entry(endpoint).model
+    return next((e.endpoint for e in book.entries if e.model == model and e.kind == "image" and e.max_references == 0),
+                endpoint)
+
+
+def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: list[Episode]) -> Decimal:
+    """The candidate's average price over every planned panel of the series (each panel's size, and
+    its character sheets, background and style as references, cut to what the endpoint reads)."""
+    entry = book.entry(endpoint)
+    prices = []
+    for ep in episodes:
+        for plan in plan_storyboard(series, ep):
+            refs = min(len(plan.characters) + 2, entry.max_references)
+            request = {"image_size": plan.aspect, "num_images": 1}
+            if refs:
+                request["image_urls"] = ["ref"] * refs
+            prices.append(quote(endpoint, request, book=book).usd)
+    if not prices:  # no scripts yet: one portrait panel with three references
+        prices = [quote(endpoint, {"image_size": "portrait_4_3", "image_urls": ["ref"] * min(3, entry.max_references)},
+                        book=book).usd]
+    return sum(prices, Decimal(0)) / len(prices)
+
+
+def build_trial(series_id: str, candidates: list[str]) -> AssetsDefinition:
+    partitions = StaticPartitionsDefinition([partition_key(c) for c in candidates])
+
+    @asset(key_prefix=[series_id], partitions_def=partitions, group_name=f"{series_id}_trial", kinds={"image"},
+           pool="image_generation", description="One candidate model's trial: base reference, N variations, "
+                                                "consistency scores, cost per panel, verdict; and the recommendation.")
+    def model_trial(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult:
+        endpoint = endpoint_of(context.partition_key)
+        gw = gateway.gateway
+        try:
+            series = load_series(gateway.layout, series_id)
+            book = gw.pricebook
+            entry = book.entry(endpoint)
+            episodes = [e for e in (load_episode(gateway.layout, series, i) for i in episode_ids(gateway.layout, series_id))
+                        if isinstance(e, Episode)]
+        except (BibleError, UnknownEndpoint) as e:
+            raise Failure(description=str(e), allow_retries=False) from e
+        t = series.trial
+        cid = t.character or next(iter(series.characters))
+        c = series.characters[cid]
+        out = trial_dir(gateway, series_id) / context.partition_key
+        hints = PreviewHints(kind="character", title=f"{c.name} ({entry.model})", palette=series.style.palette[:2],
+                             figures=[Figure(name=c.name, palette=c.palette)])
+
+        def who(item: str) -> Attribution:  # trial spend belongs to no episode
+            return Attribution(series=series_id, episode="", asset="model_trial", item=f"{partition_key(endpoint)}:{item}")
+
+        base_prompt = (f"Character reference of {character_clause(series, cid)}. Full body, neutral pose, plain light "
+                       f"background. {style_clause(series)} {NO_TEXT}")
+        try:
+            base = gw.generate(GenerationRequest(
+                endpoint=text_endpoint(book, endpoint), preview=hints, attribution=who("base"),
+                arguments={"prompt": base_prompt, "image_size": "portrait_4_3",
+                           "seed": stable_seed(series_id, "trial", cid)}))
+            ref = Reference(role=f"character:{cid}", path=str(base.path), sha256=base.sha256, width=base.width,
+                            height=base.height)
+            variations = list(gw.generate_many([GenerationRequest(
+                endpoint=endpoint, references=[ref] if entry.max_references else [], attribution=who(f"v{i + 1}"),
+                preview=hints.model_copy(update={"kind": "panel", "shot": ["full", "close-up", "full", "medium"][i % 4],
+                                                 "caption": SITUATIONS[i % len(SITUATIONS)]}),
+                arguments={"prompt": f"The same character as the reference image, {SITUATIONS[i % len(SITUATIONS)]}. "
+                                     f"{character_clause(series, cid)}. {style_clause(series)} {NO_TEXT}",
+                           "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)})
+                for i in range(t.variations)]))
+            scorer = make_scorer(t.scorer, gw, t.judge.endpoint, t.judge.arguments, who("judge"))
+            scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path) for v in variations}
+        except (BudgetExceeded, QuoteError, GenerationFailed, ValueError) as e:
+            raise Failure(description=f"trial of {endpoint}: {e}", allow_retries=False) from e
+        finally:
+            refresh_cost_tables(gateway.layout, log=context.log.warning)
+        consistency = round(sum(scores.values()) / len(scores), 2)
+        per_panel = cost_per_panel(book, endpoint, series, episodes)
+        spent = [base, *variations]
+        result = {
+            "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
+            "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
+            "consistency": consistency, "verdict": verdict(consistency, t.thresholds),
+            "cost_per_panel_usd": str(per_panel),
+            "trial_billed_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
+            "trial_list_usd": str(sum((r.list_usd for r in spent), Decimal(0))),
+            "provider": gw.provider.name, "base": str(base.path), "images": [str(v.path) for v in variations],
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.with_suffix(".json")).write_text(json.dumps(result, indent=1))
+        rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"])
+                         for r in load_trials(gateway, series_id)], t.thresholds, series.budget.target_per_panel_usd)
+        (trial_dir(gateway, series_id) / "recommendation.json").write_text(json.dumps(rec.__dict__, indent=1))
+        refresh_cost_tables(gateway.layout, log=context.log.warning)
+        context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "
+                         f"${per_panel:.4f}/panel; recommendation: {rec.action} {rec.model or ''}")
+        table = "\n".join(["| variation | score |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scores.items()])
+        return MaterializeResult(metadata={
+            "consistency": consistency, "cost_per_panel_usd": float(per_panel), "verdict": result["verdict"],
+            "scorer": scorer.name, "scores": MetadataValue.md(table),
+            "cost_usd": float(result["trial_billed_usd"]), "list_usd": float(result["trial_list_usd"]),
+            "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}: {rec.reason}"),
+            "preview": MetadataValue.md(contact_sheet_md([thumbnail(base.path), *(thumbnail(v.path) for v in variations)])),
+        })
+
+    return model_trial
+
+
+def load_trials(gateway: GatewayResource, series_id: str) -> list[dict]:
+    folder = trial_dir(gateway, series_id)
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "recommendation.json"]

@@ -1,0 +1,53 @@
+"""The cost study's verdicts and decision tree (seeds/000, "Post-Test Decision Tree"), as data in,
+a recommendation out. Thresholds come from series.yaml (trial.thresholds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from webtoon_assets.bible.models import Thresholds
+
+
+def verdict(consistency: float, t: Thresholds) -> str:
+    if consistency >= t.production:
+        return "production ready"
+    if consistency >= t.acceptable:
+        return "acceptable"
+    if consistency >= t.lora:
+        return "needs LoRA"
+    return "reject"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    endpoint: str
+    model: str
+    cost_per_panel_usd: Decimal
+    consistency: float
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    action: str  # use | train LoRA
+    endpoint: str | None
+    model: str | None
+    reason: str
+
+
+def recommend(candidates: list[Candidate], t: Thresholds, target_per_panel: Decimal) -> Recommendation:
+    """Cheapest first: a model within the $/panel target needs ``pick`` (85); a premium one, over the
+    target, needs ``premium_pick`` (90). None passing: train a LoRA."""
+    for c in sorted(candidates, key=lambda c: (c.cost_per_panel_usd, c.endpoint)):
+        premium = c.cost_per_panel_usd > target_per_panel
+        bar = t.premium_pick if premium else t.pick
+        if c.consistency >= bar:
+            kind = "premium model (over the target)" if premium else "cheapest model"
+            return Recommendation("use", c.endpoint, c.model,
+                                  f"{kind} at >= {bar:g}% consistency: {c.model} scored {c.consistency:.1f}% at "
+                                  f"${c.cost_per_panel_usd:.4f}/panel (target ${target_per_panel})")
+    best = max(candidates, key=lambda c: c.consistency, default=None)
+    detail = f"; best was {best.model} at {best.consistency:.1f}%" if best else ""
+    return Recommendation("train LoRA", None, None,
+                          f"no model reached {t.pick:g}% (or {t.premium_pick:g}% over the target){detail}: "
+                          "pivot to LoRA training")

@@ -1,0 +1,231 @@
+"""Choosing the model with numbers: the decision tree, the scorers, the trial job (offline and on
+the fake fal), and the checks on every episode."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import yaml
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
+from PIL import Image
+
+from webtoon_assets.bible.models import Thresholds
+from webtoon_assets.consistency import EmbeddingScorer, PaletteStructureScorer, make_scorer
+from webtoon_assets.consistency.decision import Candidate, recommend, verdict
+from webtoon_assets.definitions import build_definitions, trial_job_name
+from webtoon_assets.demo import run_season
+from webtoon_assets.ledger import read_rows
+from webtoon_assets_tests.conftest import SAMPLE
+
+T = Thresholds()
+TARGET = Decimal("0.05")
+
+
+# -- the decision tree, on constructed score tables -----------------------------------------------
+
+def c(name: str, cost: str, score: float) -> Candidate:
+    return Candidate(f"fal-ai/{name}", name, Decimal(cost), score)
+
+
+@pytest.mark.parametrize("score, expected", [(95, "production ready"), (90, "production ready"), (89.9, "acceptable"),
+                                             (80, "acceptable"), (75, "needs LoRA"), (70, "needs LoRA"), (69, "reject")])
+def test_verdicts(score, expected):
+    assert verdict(score, T) == expected
+
+
+def test_the_cheapest_model_at_85_wins():
+    rec = recommend([c("pro", "0.081", 95), c("flash", "0.012", 86), c("dev", "0.022", 99)], T, TARGET)
+    assert (rec.action, rec.model) == ("use", "flash") and "cheapest model" in rec.reason
+
+
+def test_else_the_next_cheapest_at_85():
+    rec = recommend([c("flash", "0.012", 84.9), c("dev", "0.022", 88), c("klein", "0.030", 97)], T, TARGET)
+    assert rec.model == "dev"
+
+
+def test_a_premium_model_needs_90():
+    table = [c("flash", "0.012", 70), c("dev", "0.022", 80), c("pro", "0.081", 91)]
+    assert recommend(table, T, TARGET).model == "pro" and "premium" in recommend(table, T, TARGET).reason
+    table[-1] = c("pro", "0.081", 88)  # 88 would pass a cheap model, not a premium one
+    rec = recommend(table, T, TARGET)
+    assert (rec.action, rec.model) == ("train LoRA", None) and "best was pro at 88.0%" in rec.reason
+
+
+def test_nothing_passing_means_lora_and_thresholds_are_configurable():
+    assert recommend([c("flash", "0.012", 60)], T, TARGET).action == "train LoRA"
+    assert recommend([c("flash", "0.012", 60)], Thresholds(pick=55), TARGET).model == "flash"
+
+
+# -- scorers --------------------------------------------------------------------------------------
+
+def figure(path: Path, body: str, bg: str = "#1b2a41", shift: int = 0) -> Path:
+    im = Image.new("RGB", (256, 256), bg)
+    from PIL import ImageDraw
+    d = ImageDraw.Draw(im)
+    d.ellipse((100 + shift, 40, 156 + shift, 96), fill="#f1c9a5")
+    d.rounded_rectangle((90 + shift, 100, 166 + shift, 220), radius=20, fill=body)
+    im.save(path)
+    return path
+
+
+def test_palette_structure_scores_alike_high_and_different_low(tmp_path):
+    s = PaletteStructureScorer()
+    a = figure(tmp_path / "a.png", "#2a9d8f")
+    assert s.score(a, a) == 100
+    moved = s.score(a, figure(tmp_path / "b.png", "#2a9d8f", shift=12))
+    recoloured = s.score(a, figure(tmp_path / "c.png", "#c8553d", bg="#f7e1a0"))
+    assert 100 > moved > recoloured
+    assert s.score(a, figure(tmp_path / "b2.png", "#2a9d8f", shift=12)) == moved  # deterministic
+
+
+def test_the_embedding_scorer_runs_a_local_onnx_model(tmp_path, monkeypatch):
+    """A tiny ONNX image encoder made here (mean colour per channel, pooled): the real loading and
+    inference path, on a model the test builds, since weights cannot be downloaded."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["embedding"])],
+        "tiny-encoder",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "encoder.onnx"
+    onnx.save(model, str(path))
+    monkeypatch.setenv("WEBTOON_EMBEDDING_MODEL", str(path))
+    scorer = make_scorer("embedding")
+    assert isinstance(scorer, EmbeddingScorer) and scorer.side == 32
+    a = figure(tmp_path / "a.png", "#2a9d8f")
+    assert scorer.score(a, a) == pytest.approx(100)
+    assert scorer.score(a, figure(tmp_path / "c.png", "#c8553d", bg="#f7e1a0")) < 100
+    vec = scorer.embed(Image.open(a).convert("RGB").resize((32, 32)))
+    assert vec.shape == (3,) and np.isfinite(vec).all()
+    monkeypatch.delenv("WEBTOON_EMBEDDING_MODEL")
+    with pytest.raises(ValueError, match="needs WEBTOON_EMBEDDING_MODEL"):
+        make_scorer("embedding")
+
+
+# -- the trial job --------------------------------------------------------------------------------
+
+def edit_series(layout, **changes) -> None:
+    path = layout.series_dir(SAMPLE) / "series.yaml"
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path.write_text(yaml.safe_dump(data))
+
+
+def run_trial(layout, tmp_path):
+    (tmp_path / "dagster").mkdir(exist_ok=True)
+    job = build_definitions(layout).resolve_job_def(trial_job_name(SAMPLE))
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
+        results = [job.execute_in_process(instance=inst, partition_key=k)
+                   for k in job.partitions_def.get_partition_keys()]
+        meta = inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_trial"])).asset_materialization.metadata
+    return results, meta
+
+
+def sql(layout, query: str):
+    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
+    results, meta = run_trial(layout, tmp_path)
+    assert len(results) == 4 and all(r.success for r in results)
+    rows = sql(layout, "SELECT model, cost_per_panel_usd, consistency, verdict, variations FROM model_trials")
+    models = {r[0]: r for r in rows}
+    assert set(models) == {"FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]"}
+    costs = [models[m][1] for m in ("FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]")]
+    assert costs == sorted(costs) and all(0 <= r[2] <= 100 and r[4] == 5 for r in rows)
+    assert all(r[3] == verdict(r[2], T) for r in rows)
+    (action, reason), = sql(layout, "SELECT action, reason FROM model_recommendation")
+    assert action in ("use", "train LoRA") and reason
+    assert "recommendation" in meta and meta["consistency"].value >= 0 and meta["cost_per_panel_usd"].value > 0
+    ledger = list(read_rows(layout.ledger_dir))
+    # 1 base + 5 variations per model; offline the base is the same preview for every model's text endpoint
+    assert {r.asset for r in ledger} == {"model_trial"} and all(r.episode == "" for r in ledger)
+    assert sum(r.status == "generated" for r in ledger) == 4 * 6
+    assert sql(layout, "SELECT count(*) FROM episode_spend")[0][0] == 0  # trial spend is no episode's
+    assert sql(layout, "SELECT generations FROM asset_spend WHERE asset = 'model_trial'")[0][0] == 24
+
+
+def test_the_trial_on_fal_with_the_vision_judge(layout, tmp_path, fake_fal):
+    edit_series(layout, **{"trial.candidates": ["fal-ai/flux-2/flash/edit"], "trial.scorer": "vision-judge"})
+    fake_fal.configure(text_output='{"score": 93}')
+    results, meta = run_trial(layout, tmp_path)
+    assert results[0].success
+    (model, consistency, verdict_, scorer), = sql(layout, "SELECT model, consistency, verdict, scorer FROM model_trials")
+    assert (model, consistency, verdict_, scorer) == ("FLUX.2 [flash]", 93, "production ready", "vision-judge")
+    (action, chosen), = sql(layout, "SELECT action, model FROM model_recommendation")
+    assert (action, chosen) == ("use", "FLUX.2 [flash]")
+    rows = list(read_rows(layout.ledger_dir))
+    judged = [r for r in rows if r.endpoint == "fal-ai/any-llm/vision"]
+    assert len(judged) == 5 and all(r.unit == "token" and r.billed_usd > 0 for r in judged)
+    assert all(r.billed_usd > 0 for r in rows if r.status == "generated")  # the trial's own spend, billed
+    counts = fake_fal.stats()["counts"]
+    assert counts["paid"] == 1 + 5 + 5
+    assert counts["image_urls_received"] == 5 * 1 + 5 * 2  # each variation its base; each judgement both images
+
+
+def test_a_judge_answer_out_of_range_fails_the_trial_clearly(layout, tmp_path, fake_fal):
+    edit_series(layout, **{"trial.candidates": ["fal-ai/flux-2/flash/edit"], "trial.scorer": "vision-judge"})
+    fake_fal.configure(text_output="I think they look similar, maybe 8/10?")
+    (tmp_path / "dagster").mkdir()
+    job = build_definitions(layout).resolve_job_def(trial_job_name(SAMPLE))
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
+        r = job.execute_in_process(instance=inst, partition_key=job.partitions_def.get_partition_keys()[0],
+                                   raise_on_error=False)
+    assert not r.success
+    msg = next(e for e in r.all_events if e.is_step_failure).step_failure_data.error.message
+    assert "trial of fal-ai/flux-2/flash/edit" in msg and 'expected {"score": 0-100}' in msg
+
+
+# -- checks on every episode ----------------------------------------------------------------------
+
+def checks(inst) -> dict[str, object]:
+    out = {}
+    for name in ("cost_per_panel_target", "character_consistency"):
+        key = AssetCheckKey(AssetKey([SAMPLE, "panels"]), name)
+        record = inst.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
+        out[name] = record.event.dagster_event.event_specific_data
+    return out
+
+
+def test_checks_show_on_every_episode_and_pass_or_warn_where_they_should(layout, tmp_path, monkeypatch):
+    (tmp_path / "d").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "d")) as inst:
+        run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
+        ok = checks(inst)
+        assert ok["cost_per_panel_target"].passed  # $0.022 per panel against $0.05
+        assert ok["cost_per_panel_target"].metadata["amortised_per_panel_usd"].value < 0.05
+        c = ok["character_consistency"]
+        assert c.metadata["scorer"].value == "palette-structure" and 0 <= c.metadata["mean_consistency"].value <= 100
+        assert c.passed == (c.metadata["min_consistency"].value >= 80)
+        assert c.severity.value == "WARN"
+
+        edit_series(layout, **{"budget.target_per_panel_usd": 0.01, "trial.thresholds.acceptable": 0})
+        run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
+        again = checks(inst)
+        assert not again["cost_per_panel_target"].passed and again["cost_per_panel_target"].severity.value == "WARN"
+        assert "over the target $0.01" in again["cost_per_panel_target"].description
+        assert again["character_consistency"].passed  # every score is at least 0
+
+        edit_series(layout, **{"trial.thresholds.acceptable": 100})
+        run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
+        low = checks(inst)["character_consistency"]
+        assert not low.passed and "p02 mira" in low.description and "offline previews" in low.description
