@@ -3,7 +3,6 @@ the fake fal), and the checks on every episode."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 

@@ -48,26 +48,35 @@ def cost_check(layout: DataLayout, series: Series, episode: str) -> AssetCheckRe
                   "target_per_panel_usd": float(target)})
 
 
-def consistency_check(series: Series, board: Storyboard, panels: ImageSet, sheets: ImageSet) -> AssetCheckResult:
-    scorer = make_scorer(series.trial.scorer) if series.trial.scorer != "vision-judge" else make_scorer("palette-structure")
-    threshold = series.trial.thresholds.acceptable
-    by_sheet, by_panel = sheets.by_item(), panels.by_item()
-    scores, low = [], []
-    for plan in board.panels:
+class ConsistencyScores:
+    """Scores each panel's characters against their sheets as the panel arrives (called while later
+    panels are still being made), then reports the check."""
+
+    def __init__(self, series: Series, board: Storyboard, sheets: ImageSet):
+        self.series, self.plans, self.sheets = series, {p.id: p for p in board.panels}, sheets.by_item()
+        kind = series.trial.scorer if series.trial.scorer != "vision-judge" else "palette-structure"
+        self.scorer = make_scorer(kind)  # a paid judge on every panel of every episode would cost too much
+        self.scores: dict[tuple[str, str], float] = {}
+        self.offline = False
+
+    def add(self, panel_id: str, path: Path, provider: str) -> None:
+        plan = self.plans[panel_id]
+        self.offline = provider == "local"
         n = len(plan.characters)
         for i, cid in enumerate(plan.characters):
-            s = scorer.score(Path(by_sheet[cid].path), Path(by_panel[plan.id].path), reference_box=SHEET_BAND,
-                             candidate_box=(i / n, (i + 1) / n))
-            scores.append(s)
-            if s < threshold:
-                low.append(f"{plan.id} {cid} {s:.0f}%")
-    mean = sum(scores) / len(scores) if scores else 100.0
-    offline = " (offline previews: these compare the stand-ins, not a model's drawing)" \
-        if panels.items and panels.items[0].provider == "local" else ""
-    return AssetCheckResult(
-        check_name=CONSISTENCY_CHECK, passed=not low, severity=AssetCheckSeverity.WARN,
-        description=((f"under {threshold:g}% ({scorer.name}): " + ", ".join(low)) if low else
-                     f"every character at or over {threshold:g}% ({scorer.name})") + offline,
-        metadata={"mean_consistency": round(mean, 2), "min_consistency": round(min(scores, default=100.0), 2),
-                  "panels_under_threshold": len({x.split()[0] for x in low}), "scorer": scorer.name,
-                  "low": MetadataValue.md("\n".join(f"- {x}" for x in low) or "_none_")})
+            self.scores[(panel_id, cid)] = self.scorer.score(Path(self.sheets[cid].path), path,
+                                                             reference_box=SHEET_BAND, candidate_box=(i / n, (i + 1) / n))
+
+    def result(self) -> AssetCheckResult:
+        threshold = self.series.trial.thresholds.acceptable
+        low = [f"{pid} {cid} {s:.0f}%" for (pid, cid), s in sorted(self.scores.items()) if s < threshold]
+        values = list(self.scores.values())
+        offline = " (offline previews: these compare the stand-ins, not a model's drawing)" if self.offline else ""
+        return AssetCheckResult(
+            check_name=CONSISTENCY_CHECK, passed=not low, severity=AssetCheckSeverity.WARN,
+            description=((f"under {threshold:g}% ({self.scorer.name}): " + ", ".join(low)) if low else
+                         f"every character at or over {threshold:g}% ({self.scorer.name})") + offline,
+            metadata={"mean_consistency": round(sum(values) / len(values), 2) if values else 100.0,
+                      "min_consistency": round(min(values, default=100.0), 2),
+                      "panels_under_threshold": len({x.split()[0] for x in low}), "scorer": self.scorer.name,
+                      "low": MetadataValue.md("\n".join(f"- {x}" for x in low) or "_none_")})

@@ -7,7 +7,7 @@ import base64
 import io
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue
 from PIL import Image
@@ -86,7 +86,8 @@ def cost_metadata(results: list[GenerationResult]) -> dict[str, float | int]:
 
 
 def make_images(context: AssetExecutionContext, gateway: GatewayResource, series: Series, asset: str,
-                requests: list[GenerationRequest]) -> MaterializeResult:
+                requests: list[GenerationRequest],
+                on_result: Callable[[str, Path, str], None] | None = None) -> MaterializeResult:
     """Generate (or reuse) every request, publish readable copies, and describe them for the UI.
     The cost tables are refreshed when the step ends, whether it succeeded or not."""
     episode = context.partition_key
@@ -103,6 +104,8 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
             readable = gw.store.publish(result.key, out_dir / f"{item}.png")
             results[item] = result
             thumbs[item] = thumbnail(readable)  # made while later requests are still in flight
+            if on_result is not None:
+                on_result(item, readable, result.provider)
             items[item] = ImageItem(
                 item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
                 status=result.status, endpoint=result.request.endpoint, provider=result.provider,

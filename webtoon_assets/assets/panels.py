@@ -5,7 +5,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult
 
-from webtoon_assets.assets.checks import check_specs, consistency_check, cost_check
+from webtoon_assets.assets.checks import ConsistencyScores, check_specs, cost_check
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
@@ -26,10 +26,9 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
         plates = ImageSet.model_validate(backgrounds).by_item()
         requests = [panel_request(series, context.partition_key, plan,
                                   panel_references(series, plan, style, chars, plates)) for plan in board.panels]
-        result = make_images(context, gateway, series, "panels", requests)
-        made = result.value
-        return MaterializeResult(value=made, metadata=result.metadata, check_results=[
-            cost_check(gateway.layout, series, context.partition_key),
-            consistency_check(series, board, made, ImageSet.model_validate(character_sheets))])
+        consistency = ConsistencyScores(series, board, ImageSet.model_validate(character_sheets))
+        result = make_images(context, gateway, series, "panels", requests, on_result=consistency.add)
+        return MaterializeResult(value=result.value, metadata=result.metadata, check_results=[
+            cost_check(gateway.layout, series, context.partition_key), consistency.result()])
 
     return panels

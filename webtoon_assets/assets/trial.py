@@ -14,7 +14,6 @@ from dagster import (AssetExecutionContext, AssetsDefinition, Failure, Materiali
 
 from webtoon_assets.assets.common import contact_sheet_md, thumbnail
 from webtoon_assets.bible import BibleError, Episode, Series, episode_ids, load_episode, load_series
-from webtoon_assets.bible.models import size_pixels
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.consistency.decision import Candidate, recommend, verdict
 from webtoon_assets.costs import refresh_cost_tables
