@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
+from webtoon_assets.files import write_text_atomic
 from webtoon_assets.paths import DataLayout
 
 
@@ -20,11 +20,8 @@ class ManifestIOManager(ConfigurableIOManager):
         return DataLayout(Path(self.data_dir)).output_dir(series, context.asset_partition_key) / f"{name}.json"
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
-        path = self._path(context)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(obj.model_dump_json(indent=1) if hasattr(obj, "model_dump_json") else json.dumps(obj))
-        os.replace(tmp, path)
+        write_text_atomic(self._path(context),
+                          obj.model_dump_json(indent=1) if hasattr(obj, "model_dump_json") else json.dumps(obj))
 
     def load_input(self, context: InputContext) -> dict[str, Any]:
         path = self._path(context)

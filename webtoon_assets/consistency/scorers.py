@@ -87,8 +87,11 @@ class VisionJudgeScorer:
     def score(self, reference: Path, candidate: Path, *, reference_box=(0.0, 1.0), candidate_box=(0.0, 1.0)) -> float:
         refs = []
         for role, path, band in (("reference", reference, reference_box), ("candidate", candidate, candidate_box)):
-            crop_path = path.with_name(f".{path.stem}-{band[0]:.2f}-{band[1]:.2f}.png")
-            character_crop(path, band, 512).save(crop_path)
+            # crops live in the store's own folder, named by what they are cut from: made once
+            crop_path = self.gateway.store.root / "crops" / f"{sha256_file(path)}-{band[0]:.3f}-{band[1]:.3f}.png"
+            if not crop_path.is_file():
+                crop_path.parent.mkdir(parents=True, exist_ok=True)
+                character_crop(path, band, 512).save(crop_path)
             refs.append(Reference(role=role, path=str(crop_path), sha256=sha256_file(crop_path), width=512, height=512))
         result = self.gateway.generate_text(GenerationRequest(
             endpoint=self.endpoint, arguments={"prompt": self.PROMPT, "system_prompt": "You are a strict art director.",

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from filelock import FileLock
 
+from webtoon_assets.files import write_text_atomic
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -66,11 +68,7 @@ class ImageStore:
     def commit(self, key: str, staged: Path, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "key": key, "sha256": sha256_file(staged), "bytes": staged.stat().st_size}
         os.replace(staged, self.image_path(key))
-        rec = self.record_path(key)
-        rec.parent.mkdir(parents=True, exist_ok=True)
-        tmp = rec.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, rec)
+        write_text_atomic(self.record_path(key), json.dumps(record, indent=1, sort_keys=True, default=str))
         return record
 
     # Text results (a model's answer) are records without an image.
@@ -83,11 +81,7 @@ class ImageStore:
 
     def commit_text(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "key": key}
-        path = self.text_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        os.replace(tmp, path)
+        write_text_atomic(self.text_path(key), json.dumps(record, indent=1, sort_keys=True, default=str))
         return record
 
     def publish(self, key: str, dest: Path) -> Path:

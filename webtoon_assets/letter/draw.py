@@ -27,7 +27,6 @@ def _tail(draw: ImageDraw.ImageDraw, item: Item, stroke: int) -> None:
     if item.tail is None:
         return
     x0, y0, x1, y1 = item.box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     tx, ty = item.tail
     # the base sits on the balloon's lower edge, leaning toward the speaker
     bx = min(max(tx, x0 + (x1 - x0) * 0.25), x0 + (x1 - x0) * 0.75)
@@ -37,7 +36,6 @@ def _tail(draw: ImageDraw.ImageDraw, item: Item, stroke: int) -> None:
     ang = math.atan2(ty - base_y, tx - bx)
     tip = (bx + length * math.cos(ang), base_y + length * math.sin(ang))
     draw.polygon([(bx - half, base_y), (bx + half, base_y), tip], fill=PAPER, outline=INK, width=stroke)
-    del cx, cy
 
 
 def _dashed_rect(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], stroke: int) -> None:

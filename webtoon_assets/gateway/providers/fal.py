@@ -30,6 +30,7 @@ import httpx
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from webtoon_assets.files import write_text_atomic
 from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest, Reference
 
@@ -304,16 +305,16 @@ class FalProvider:
             except Exception as e:  # noqa: BLE001 - any upload failure stops this attempt, retryably
                 raise ProviderError(f"could not upload reference {ref.role}: {type(e).__name__}: {e}",
                                     retryable=True, billed=False) from None
-            _write_json(record, {"url": url, "uploaded_at": time.time(), "role": ref.role})
+            write_text_atomic(record, json.dumps({"url": url, "uploaded_at": time.time(), "role": ref.role}))
             return url
 
     # -- the journal of submitted requests --------------------------------------------------------
     def _journal(self, key: str, endpoint: str, args: dict[str, Any], handle: fal_client.AsyncRequestHandle) -> None:
         if key:
-            _write_json(self._pending / f"{key}.json", {
+            write_text_atomic(self._pending / f"{key}.json", json.dumps({
                 "request_id": handle.request_id, "response_url": handle.response_url,
                 "status_url": handle.status_url, "cancel_url": handle.cancel_url,
-                "endpoint": endpoint, "seed": args.get("seed"), "submitted_at": time.time()})
+                "endpoint": endpoint, "seed": args.get("seed"), "submitted_at": time.time()}))
 
     def _forget(self, key: str) -> None:
         if key:
@@ -366,9 +367,3 @@ def _http_error(doing: str, e: fal_client.FalClientHTTPError, request_id: str | 
                              request_id=rid)
     return ProviderError(f"fal answered {code} while {doing}: {detail}", retryable=False, billed=False, request_id=rid)
 
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
