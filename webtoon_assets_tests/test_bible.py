@@ -3,6 +3,8 @@ what was expected."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import yaml
 
@@ -38,7 +40,7 @@ def test_sample_bible_is_valid(layout):
         (lambda d: d.pop("title"), ["series.yaml", "title", "Field required"]),
         (lambda d: d["characters"]["mira"].update(palette=["blue"]),
          ["series.yaml", "characters.mira.palette.0", "expected a colour as '#rrggbb'", "'blue'"]),
-        (lambda d: d["characters"].update({"Bad Name": d["characters"]["mira"]}),
+        (lambda d: d["characters"].update({"Bad Name": copy.deepcopy(d["characters"]["mira"])}),  # no YAML alias
          ["characters.Bad Name", "expected a slug"]),
         (lambda d: d["locations"].update({"../../etc": {"name": "x", "description": "y"}}),
          ["locations.../../etc", "expected a slug", "no paths, no '..'"]),

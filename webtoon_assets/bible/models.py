@@ -123,7 +123,7 @@ class TextModel(Strict):
     @field_validator("arguments")
     @classmethod
     def _no_reserved(cls, v: dict[str, Any]) -> dict[str, Any]:
-        reserved = {"prompt", "system_prompt"} & set(v)
+        reserved = {"prompt", "system_prompt", "image_urls"} & set(v)
         if reserved:
             raise ValueError(f"expected endpoint extras only; {sorted(reserved)} are set by the pipeline")
         return v
@@ -159,7 +159,9 @@ class Thresholds(Strict):
     premium_pick: float = Field(90, ge=0, le=100, description="a model over the target $/panel needs >= this")
 
 
-class Judge(Strict):
+class Judge(TextModel):
+    """The vision model that scores consistency; its prompts and images are set by the pipeline."""
+
     endpoint: Endpoint = "fal-ai/any-llm/vision"
     arguments: dict[str, Any] = Field(default_factory=lambda: {"model": "google/gemini-2.5-flash"})
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode, ProseScript
 from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.models import IMAGE_SIZE_PRESETS, Series
+from webtoon_assets.bible.yaml_strict import read_text
 
 SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?::\s*(?P<desc>.*))?$")
 PANEL_RE = re.compile(r"^PANEL\s+(?P<shot>[^:\[]+?)\s*(?::\s*(?P<cast>[^\[]*?))?\s*(?:\[(?P<opts>[^\]]*)\])?\s*$")
@@ -46,10 +47,7 @@ PANEL_OPTIONS: dict[str, tuple[str, ...] | None] = {  # None: a whole number
 
 def parse_script(path: Path, series: Series, episode_id: str) -> Episode | ProseScript:
     """Parse and validate one script file; raise BibleError listing every problem found."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise BibleError(path, [f"expected UTF-8 text ({e})"]) from e
+    text = read_text(path)  # size-checked before reading; UTF-8; no control characters
     header, body = _header(text)
     if header.get("format", "panels").lower() == "prose":
         problems = [] if header.get("title") else ["title: expected a 'Title: ...' line in the header"]

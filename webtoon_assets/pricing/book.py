@@ -8,13 +8,14 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from webtoon_assets.bible.errors import BibleError
+from webtoon_assets.bible.yaml_strict import load_yaml
 from webtoon_assets.paths import data_root
+from webtoon_assets.pricing.arguments import Schema, argument_problems
 from webtoon_assets.pricing.rules import PriceRule
 
 Kind = Literal["image", "video", "audio", "text"]
@@ -28,6 +29,7 @@ class PriceEntry(BaseModel):
     kind: Kind
     max_references: int = Field(0, ge=0, description="reference images it accepts (0: text-to-image)")
     price: PriceRule
+    accepts: str | None = Field(None, description="its argument schema (argument_schemas); none: no extras")
     source: str
     read: dt.date
     notes: str = ""
@@ -36,6 +38,7 @@ class PriceEntry(BaseModel):
 class PriceBook(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     credits_per_usd: Decimal = Decimal(120)
+    argument_schemas: dict[str, Schema] = Field(default_factory=dict)
     entries: list[PriceEntry]
 
     @model_validator(mode="after")
@@ -45,7 +48,15 @@ class PriceBook(BaseModel):
             if e.endpoint in seen:
                 raise ValueError(f"endpoint {e.endpoint!r} is listed twice")
             seen.add(e.endpoint)
+            if e.accepts is not None and e.accepts not in self.argument_schemas:
+                raise ValueError(f"{e.endpoint}: accepts {e.accepts!r} names no schema in argument_schemas; "
+                                 f"expected one of {sorted(self.argument_schemas)}")
         return self
+
+    def argument_problems(self, endpoint: str, arguments: dict[str, Any]) -> dict[str, str]:
+        """Argument name -> what is wrong with it for ``endpoint`` (which must be in the book)."""
+        accepts = self.entry(endpoint).accepts
+        return argument_problems(endpoint, self.argument_schemas.get(accepts or ""), arguments)
 
     def entry(self, endpoint: str) -> PriceEntry:
         for e in self.entries:
@@ -73,13 +84,11 @@ def pricebook_path() -> Path:
 
 @lru_cache(maxsize=8)
 def _load(path: Path, mtime: float) -> PriceBook:
+    raw, lines = load_yaml(path)  # size-checked, no anchors, no duplicate keys
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         return PriceBook.model_validate(raw)
-    except yaml.YAMLError as e:
-        raise BibleError(path, [f"expected valid YAML: {e}"]) from e
     except ValidationError as e:
-        raise BibleError.from_validation(path, e) from e
+        raise BibleError.from_validation(path, e, lines=lines) from e
 
 
 def load_pricebook(path: Path | None = None) -> PriceBook:
