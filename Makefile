@@ -2,8 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-# The project's Dagster instance is configured by ./dagster.yaml; its state lives in data/dagster/.
-export DAGSTER_HOME := $(CURDIR)
+# The project's Dagster instance: DAGSTER_HOME is data/dagster/ (git-ignored), whose dagster.yaml is
+# written from ./dagster.yaml (`make init`, `make demo`); Dagster's state and files all live there.
+export DAGSTER_HOME := $(CURDIR)/data/dagster
 
 UV_VERSION := 0.13.8
 TOOLS := .tools
@@ -17,6 +18,7 @@ help:
 	@echo "make ui     - Dagster UI + daemon on http://127.0.0.1:3000"
 	@echo "make bench  - panels step against the loopback fake of fal (C = 2, 8, 32) -> bench/results.json"
 	@echo "make validate - dagster definitions validate"
+	@echo "make init   - write data/dagster/dagster.yaml from ./dagster.yaml and initialise the instance"
 
 # uv installs the locked environment (uv.lock) quickly and exactly; it is itself pinned.
 $(UV):
@@ -29,22 +31,26 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.synced
 
+# The instance's config and storage, made once under a lock before anything runs (ui, validate).
+init: install
+	$(BIN)/python -m webtoon_assets.instance
+
 demo: install
 	$(BIN)/webtoon demo
 
 test: install
 	$(BIN)/pytest -n 2 -q
 
-ui: install
+ui: init
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: install
 	$(BIN)/python bench/run.py
 
-validate: install
+validate: init
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 lock: | $(UV)
 	$(UV) lock
 
-.PHONY: help install demo test ui bench validate lock
+.PHONY: help install init demo test ui bench validate lock

@@ -8,6 +8,7 @@ from webtoon_assets.bible import episode_ids, load_episode, load_series
 from webtoon_assets.definitions import season_job_name
 from webtoon_assets.assets.partitions import episode_partitions
 from webtoon_assets.paths import DataLayout
+from webtoon_assets.runs import execute_run, start_up
 
 # INFO hides Dagster's per-event debug lines and keeps the per-asset, per-panel progress.
 RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -26,12 +27,15 @@ def register_episodes(instance: DagsterInstance, layout: DataLayout, series_id: 
 
 def run_season(instance: DagsterInstance, defs: Definitions, layout: DataLayout, series_id: str,
                episodes: list[str] | None = None) -> list[str]:
-    """Materialize every asset for each episode, one run per episode; returns the run ids."""
+    """Materialize every asset for each episode, one run per episode; returns the run ids. First
+    ends runs a killed process left behind (and frees their pool slots) and sweeps dead writers'
+    temp files; a step waiting for a pool slot says so, naming the runs that hold them."""
+    start_up(instance, layout.root)
     registered = register_episodes(instance, layout, series_id)
     job = defs.resolve_job_def(season_job_name(series_id))
     run_ids = []
     for ep in episodes or registered:
         print(f"== {series_id} / {ep}", flush=True)
-        result = job.execute_in_process(instance=instance, partition_key=ep, run_config=RUN_CONFIG)
+        result = execute_run(job, instance, f"{series_id} / {ep}", partition_key=ep, run_config=RUN_CONFIG)
         run_ids.append(result.run_id)
     return run_ids

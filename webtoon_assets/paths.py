@@ -58,6 +58,11 @@ class DataLayout:
         return self.root / "ledger"
 
     @property
+    def budgets_db(self) -> Path:
+        """Budget reservations and running spend, shared by every process (SQLite)."""
+        return self.root / "budgets.sqlite"
+
+    @property
     def duckdb_path(self) -> Path:
         return self.root / "webtoon.duckdb"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -20,13 +21,26 @@ from webtoon_assets_tests.fal_harness import start_fake_fal
 SAMPLE = "lantern_street"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dagster_home(tmp_path_factory) -> Iterator[Path]:
+    """DAGSTER_HOME for the tests, set before any fixture runs: Dagster writes telemetry
+    (logs/event.log, .telemetry/) beside it, even for temp instances, so it is never the
+    repository's data/dagster (nor the repo root)."""
+    home = tmp_path_factory.mktemp("dagster-home")
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("DAGSTER_HOME", str(home))
+        yield home
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline(monkeypatch: pytest.MonkeyPatch, _dagster_home: Path) -> None:
     # Tests choose their provider explicitly; a developer's key must never reach them.
     for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "WEBTOON_PROVIDER", "WEBTOON_MAX_RUN_USD",
                 "WEBTOON_CREDITS_PER_USD", "WEBTOON_PRICEBOOK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("DAGSTER_HOME", str(_dagster_home))
 
 
 @pytest.fixture

@@ -17,13 +17,23 @@ It prints ``PORT <n>`` once listening. Control endpoints: GET /_fake/stats, POST
 A request carrying a ``system_prompt`` is a text model's: its result is ``{"output": text_output,
 "usage": {...}}`` with ``text_output`` set by configuration.
 
+Billing follows fal: a request is billed when it completes successfully (whether or not anyone
+fetches its result), never when it errors or is cancelled first. Its units are output megapixels
+plus one per input image (each reference here is at most 1 MP), times ``prices[endpoint]``
+(configurable). ``/_fake/stats`` lists every billed request; the platform API's usage report
+(``GET /v1/models/usage``, admin key) sums them by endpoint and time window, as fal's does.
+
 Fault kinds (``{"kind": K, "count": N, "match": "substring of the prompt"}``):
   submit phase:  429, 500, 503_id (503 with a request id), 503_nginx (ingress 503, no id), drop
-                 (connection closed with no answer), 422
+                 (connection closed with no answer, nothing queued), accept_drop (the request is
+                 queued, runs and is billed, but the connection closes before the answer), 422
   request phase: slow (runs ``seconds``, default 600), error (completes with an error),
                  nsfw (has_nsfw_concepts true), malformed_json (result body is broken once),
                  corrupt_image (image bytes are garbage; ``times`` downloads, default 1),
-                 oversized (image header claims 40000x40000 px)
+                 truncated_image (a PNG cut in half; ``times``), wrong_type (served as
+                 application/octet-stream; ``times``), html_body (an HTML error page with status 200;
+                 ``times``), oversized (image header claims 40000x40000 px: a decompression bomb),
+                 gone (the result file 404s: fal no longer keeps it), no_cancel (cancel answers 500)
 """
 
 from __future__ import annotations
@@ -41,16 +51,22 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
 
 PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
            "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
-SUBMIT_FAULTS = {"429", "500", "503_id", "503_nginx", "drop", "422"}
-REQUEST_FAULTS = {"slow", "error", "nsfw", "malformed_json", "corrupt_image", "oversized"}
+SUBMIT_FAULTS = {"429", "500", "503_id", "503_nginx", "drop", "accept_drop", "422"}
+BAD_FILE_FAULTS = {"corrupt_image", "truncated_image", "wrong_type", "html_body"}  # for ``times`` downloads
+REQUEST_FAULTS = {"slow", "error", "nsfw", "malformed_json", "oversized", "gone", "no_cancel", *BAD_FILE_FAULTS}
+DEFAULT_PRICES = {"fal-ai/flux-2/flash": "0.005", "fal-ai/flux-2/flash/edit": "0.005",
+                  "fal-ai/flux-2/turbo": "0.008", "fal-ai/flux-2/turbo/edit": "0.008",
+                  "fal-ai/flux-2": "0.012", "fal-ai/flux-2/edit": "0.012"}
 
 
 @dataclass
@@ -64,7 +80,17 @@ class Req:
     done: float | None = None
     cancelled: bool = False
     result_fetches: int = 0
-    corrupt_left: int = 0
+    bad_left: int = 0  # downloads still to be served wrong (BAD_FILE_FAULTS)
+
+    def billed(self, now: float) -> bool:
+        return (self.done is not None and self.done <= now and not self.cancelled
+                and "error" not in self.faults)
+
+    def units(self) -> int:
+        if "system_prompt" in self.args:
+            return 1
+        w, h = size_of(self.args)
+        return megapixels(w, h) * int(self.args.get("num_images", 1)) + len(self.args.get("image_urls") or [])
 
 
 @dataclass
@@ -72,6 +98,8 @@ class State:
     latency: float = 0.05
     slots: int | None = None
     key: str | None = None
+    admin_key: str | None = None
+    prices: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     faults: list[dict[str, Any]] = field(default_factory=list)
     requests: dict[str, Req] = field(default_factory=dict)
     queue: list[str] = field(default_factory=list)
@@ -89,6 +117,16 @@ class State:
                 f["count"] = f.get("count", 1) - 1
                 return dict(f)
         return None
+
+    def bills(self, now: float) -> list[dict[str, Any]]:
+        self.advance(now)
+        out = []
+        for r in self.requests.values():
+            if r.billed(now):
+                price = Decimal(self.prices.get(r.endpoint, "0"))
+                out.append({"request_id": r.id, "endpoint_id": r.endpoint, "time": r.done, "units": r.units(),
+                            "unit_price": str(price), "cost": str(price * r.units())})
+        return out
 
     def duration(self, r: Req) -> float:
         return float(r.faults["slow"].get("seconds", 600)) if "slow" in r.faults else self.latency
@@ -148,6 +186,11 @@ def bomb_png(width: int = 40000, height: int = 40000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+def _request_path(path: str) -> list[str]:
+    parts = path.strip("/").split("/")
+    return parts[parts.index("requests"):] if "requests" in parts and not parts[0].startswith("_") else parts
+
+
 def megapixels(w: int, h: int) -> int:
     return max(1, -(-w * h // (1024 * 1024)))
 
@@ -191,9 +234,11 @@ class Handler(BaseHTTPRequestHandler):
         st = self.state
         if path == "/_fake/stats":
             with st.lock:
-                st.advance(time.time())
+                bills = st.bills(time.time())
+                counts = {**st.counts, "paid": len(bills)}  # fal bills what completes successfully
                 return self._send(200, {
-                    "counts": dict(st.counts),
+                    "counts": counts, "billed": bills,
+                    "billed_usd": str(sum((Decimal(b["cost"]) for b in bills), Decimal(0))),
                     "submissions_by_prompt": dict(st.submissions_by_prompt),
                     "paid_by_prompt": dict(st.paid_by_prompt),
                     "in_flight": len(st.queue) + len(st.running),
@@ -201,7 +246,9 @@ class Handler(BaseHTTPRequestHandler):
                 })
         if path.startswith("/files/"):
             return self._file(path.removeprefix("/files/"))
-        parts = path.strip("/").split("/")
+        if path == "/v1/models/usage":
+            return self._usage()
+        parts = _request_path(path)  # fal-client also builds <owner>/<alias>/requests/<id>/...
         if len(parts) >= 2 and parts[0] == "requests":
             if not self._authorized():
                 return
@@ -219,7 +266,6 @@ class Handler(BaseHTTPRequestHandler):
                     return self._send(400, {"detail": s.get("error") or "Request is still in progress"},
                                       headers={"x-fal-request-id": r.id})
                 if r.result_fetches == 0:
-                    st.counts["paid"] += 1  # fal bills a successful output once
                     st.paid_by_prompt[r.args.get("prompt", "")] += 1
                 r.result_fetches += 1
                 if "system_prompt" in r.args:  # a text model: fal-ai/any-llm answers {"output": ...}
@@ -252,17 +298,56 @@ class Handler(BaseHTTPRequestHandler):
                 return self._send(404, {"detail": "no file"})
             if "oversized" in r.faults:
                 return self._send(200, bomb_png(), "image/png")
-            if r.corrupt_left > 0:
-                r.corrupt_left -= 1
-                return self._send(200, b"\x89PNG not really an image", "image/png")
+            if "gone" in r.faults:
+                return self._send(404, {"detail": "file expired"})
             w, h = size_of(r.args)
             seed = f"{r.args.get('prompt')}/{r.args.get('seed')}/{name}"
-        if "nsfw" in r.faults:
-            return self._send(200, png(w, h, "black"), "image/png")
-        self._send(200, png(w, h, seed), "image/png")
+            bad = next((k for k in BAD_FILE_FAULTS if k in r.faults), None) if r.bad_left > 0 else None
+            if bad:
+                r.bad_left -= 1
+        good = png(w, h, "black" if "nsfw" in r.faults else seed)
+        if bad == "corrupt_image":
+            return self._send(200, b"\x89PNG not really an image", "image/png")
+        if bad == "truncated_image":
+            return self._send(200, good[: len(good) // 2], "image/png")
+        if bad == "wrong_type":
+            return self._send(200, good, "application/octet-stream")
+        if bad == "html_body":
+            return self._send(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+        self._send(200, good, "image/png")
+
+    def _usage(self) -> None:
+        """fal's platform usage report (admin key): quantity, unit price and cost per endpoint."""
+        st = self.state
+        if st.admin_key is None or self.headers.get("Authorization") != f"Key {st.admin_key}":
+            return self._send(401, {"detail": "Admin API key required"})
+        q = parse_qs(urlparse(self.path).query)
+        endpoints = {e for v in q.get("endpoint_id", []) for e in v.split(",")}
+        start = datetime.fromisoformat(q["start"][0]).timestamp() if "start" in q else 0.0
+        end = datetime.fromisoformat(q["end"][0]).timestamp() if "end" in q else float("inf")
+        with st.lock:
+            st.counts["usage_requests"] += 1
+            bills = [b for b in st.bills(time.time()) if (not endpoints or b["endpoint_id"] in endpoints)
+                     and start <= b["time"] < end]
+        summary: dict[str, dict[str, Any]] = {}
+        for b in bills:
+            row = summary.setdefault(b["endpoint_id"], {"endpoint_id": b["endpoint_id"], "unit": "megapixels",
+                                                         "quantity": 0, "unit_price": float(b["unit_price"]),
+                                                         "cost": Decimal(0)})
+            row["quantity"] += b["units"]
+            row["cost"] += Decimal(b["cost"])
+        items = [{**r, "cost": float(r["cost"])} for r in summary.values()]
+        buckets = {}
+        for b in bills:
+            hour = datetime.fromtimestamp(b["time"], timezone.utc).replace(minute=0, second=0, microsecond=0)
+            buckets.setdefault(hour.isoformat(), []).append(b)
+        series = [{"bucket": k, "results": [{"endpoint_id": b["endpoint_id"], "unit": "megapixels",
+                                             "quantity": b["units"], "unit_price": float(b["unit_price"]),
+                                             "cost": float(b["cost"])} for b in v]} for k, v in sorted(buckets.items())]
+        self._send(200, {"next_cursor": None, "has_more": False, "summary": items, "time_series": series})
 
     def do_PUT(self) -> None:  # noqa: N802
-        parts = urlparse(self.path).path.strip("/").split("/")
+        parts = _request_path(urlparse(self.path).path)
         if len(parts) == 3 and parts[0] == "requests" and parts[2] == "cancel":
             if not self._authorized():
                 return
@@ -271,6 +356,8 @@ class Handler(BaseHTTPRequestHandler):
                 if r is None:
                     return self._send(404, {"detail": "Request not found"})
                 self.state.counts["cancels"] += 1
+                if "no_cancel" in r.faults:
+                    return self._send(500, {"detail": "could not cancel"})
                 self.state.advance(time.time())
                 if r.done is None or r.done > time.time():
                     r.cancelled = True
@@ -288,7 +375,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_fake/config":
             cfg = json.loads(body or b"{}")
             with st.lock:
-                for k in ("latency", "slots", "key", "text_output"):
+                for k in ("latency", "slots", "key", "admin_key", "prices", "text_output"):
                     if k in cfg:
                         setattr(st, k, cfg[k])
                 if "faults" in cfg:
@@ -314,6 +401,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, {"access_url": f"{self._base()}/files/{name}"})
         return self._submit(path.strip("/"), body)
 
+    def _drop(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(2)
+
     def _submit(self, endpoint: str, body: bytes) -> None:
         st = self.state
         if not self._authorized():
@@ -330,9 +421,7 @@ class Handler(BaseHTTPRequestHandler):
             kind = fault["kind"]
             st.counts[f"fault_{kind}"] += 1
             if kind == "drop":
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
+                return self._drop()
             if kind == "429":
                 return self._send(429, {"detail": "Too many requests"})
             if kind == "500":
@@ -354,8 +443,8 @@ class Handler(BaseHTTPRequestHandler):
             for kind in REQUEST_FAULTS:  # each kind at most once per submission
                 if (f := st.take_fault({kind}, prompt)) is not None:
                     faults[kind] = f
-            r = Req(rid, endpoint, args, time.time(), faults,
-                    corrupt_left=int(faults.get("corrupt_image", {}).get("times", 1)) if "corrupt_image" in faults else 0)
+            bad = next((faults[k] for k in BAD_FILE_FAULTS if k in faults), None)
+            r = Req(rid, endpoint, args, time.time(), faults, bad_left=int(bad.get("times", 1)) if bad else 0)
             st.requests[rid] = r
             st.queue.append(rid)
             st.advance(time.time())
@@ -363,6 +452,8 @@ class Handler(BaseHTTPRequestHandler):
             st.counts[f"submitted:{endpoint}"] += 1
             st.counts["image_urls_received"] += len(args.get("image_urls") or [])
             st.submissions_by_prompt[prompt] += 1
+        if fault and fault["kind"] == "accept_drop":  # queued (and so billed), but the answer is lost
+            return self._drop()
         base = f"{self._base()}/requests/{rid}"
         self._send(200, {"request_id": rid, "response_url": base, "status_url": f"{base}/status",
                          "cancel_url": f"{base}/cancel", "queue_position": 0})

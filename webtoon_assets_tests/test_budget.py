@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import yaml
 
-from webtoon_assets.gateway.budget import Budget, BudgetExceeded
+from webtoon_assets.gateway.budget import Budgets, BudgetExceeded
 from webtoon_assets.ledger import read_rows
 from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets.gateway import Gateway
 from webtoon_assets_tests.test_gateway import CountingProvider, make_gateway, request
 
 
@@ -22,7 +24,7 @@ def flash(i: int):
 
 def test_over_budget_refuses_before_submitting(tmp_path):
     provider = CountingProvider()
-    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
     gw = make_gateway(tmp_path, provider, budget=budget)
     gw.generate(flash(1))
     gw.generate(flash(2))
@@ -30,7 +32,7 @@ def test_over_budget_refuses_before_submitting(tmp_path):
         gw.generate(flash(3))
     assert provider.calls == 2  # the third was never submitted
     msg = str(info.value)
-    assert "episode s/ep01 budget $0.012" in msg and "spent $0.010" in msg and "this request $0.005" in msg
+    assert "episode s/ep01 budget $0.012" in msg and "spent $0.010" in msg and "this needs $0.005" in msg
     assert "panels p01 (fal-ai/flux-2/flash" in msg
     rows = list(read_rows(tmp_path / "ledger"))
     assert [r.status for r in rows] == ["generated", "generated", "refused"]
@@ -40,14 +42,14 @@ def test_over_budget_refuses_before_submitting(tmp_path):
 
 def test_spend_already_in_the_ledger_counts(tmp_path):
     make_gateway(tmp_path, CountingProvider()).generate(flash(1))  # an earlier run spent $0.005
-    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.008")})
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.008")})
     with pytest.raises(BudgetExceeded, match=r"spent \$0.005"):
         make_gateway(tmp_path, CountingProvider(), budget=budget).generate(flash(2))
 
 
 def test_in_flight_requests_are_reserved(tmp_path):
     provider = CountingProvider(delay=0.3)
-    budget = Budget(tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.011")})
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.011")})
     gw = make_gateway(tmp_path, provider, budget=budget)
     outcomes = []
 
@@ -68,14 +70,16 @@ def test_in_flight_requests_are_reserved(tmp_path):
 
 
 def test_run_cap(tmp_path):
-    budget = Budget(tmp_path / "ledger", per_run_usd=Decimal("0.005"))
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger", per_run_usd=Decimal("0.005"))
     gw = make_gateway(tmp_path, CountingProvider(), budget=budget)
     gw.generate(flash(1))
     with pytest.raises(BudgetExceeded, match=r"run cap \$0.005 \(WEBTOON_MAX_RUN_USD\)"):
         gw.generate(flash(2))
 
 
-def test_an_offline_episode_over_budget_fails_with_the_budget_named(instance, defs, layout):
+def test_an_episode_over_budget_is_refused_whole_before_anything_is_made(instance, defs, layout):
+    """The pre-flight quote (issue 9): a 5000-panel script once spent $1.995 before the budget
+    stopped it halfway. Now the storyboard quotes the whole episode first and refuses it whole."""
     path = layout.series_dir(SAMPLE) / "series.yaml"
     data = yaml.safe_load(path.read_text())
     data["budget"]["per_episode_usd"] = 0.10  # ep01 would cost $0.24 at list price
@@ -86,12 +90,73 @@ def test_an_offline_episode_over_budget_fails_with_the_budget_named(instance, de
     result = job.execute_in_process(instance=instance, partition_key="ep01", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == f"{SAMPLE}__panels"
+    assert failure.step_key == f"{SAMPLE}__storyboard"  # before style, sheets or panels
     msg = failure.step_failure_data.error.message
-    assert "budget refused panels" in msg and "episode lantern_street/ep01 budget $0.1" in msg and "spent $" in msg
+    assert "pre-flight quote" in msg and "episode lantern_street/ep01 budget $0.1" in msg
+    assert "this needs $0.240" in msg and "the most expensive: panels p05 $0.025" in msg
     rows = list(read_rows(layout.ledger_dir))
-    refused = [r for r in rows if r.status == "refused"]
-    assert refused and all(r.billed_usd == 0 for r in rows)
-    made = sum(r.cost_usd for r in rows)
-    assert made <= Decimal("0.10")  # never past the budget, even at list price
-    assert not any((layout.output_dir(SAMPLE, "ep01") / "panels" / f"{r.item}.png").exists() for r in refused)
+    assert [(r.status, r.asset, r.list_usd) for r in rows] == [("refused", "preflight", Decimal("0.240"))]
+    assert not (layout.store / "images").exists()  # nothing made, nothing half-made
+
+
+# -- issue 9: budgets hold across processes ---------------------------------------------------------
+def _spend_in_child(root: str, n: int, out) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    root_ = Path(root)
+    budget = Budgets(root_ / "budgets.sqlite", root_ / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
+    gw = make_gateway(root_, CountingProvider(delay=0.4), budget=budget)
+
+    def one(i: int) -> str:
+        try:
+            gw.generate(flash(i))
+            return "ok"
+        except BudgetExceeded:
+            return "refused"
+    with ThreadPoolExecutor(3) as pool:
+        out.put(list(pool.map(one, range(n * 10, n * 10 + 3))))
+
+
+def test_processes_on_one_episode_never_together_exceed_its_budget(tmp_path):
+    """Today two processes on one episode overshot its budget 1.7x (reservations lived in each
+    process's memory). Reservations now live in one locked place."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_spend_in_child, args=(str(tmp_path), n, q)) for n in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    outcomes = [o for _ in procs for o in q.get(timeout=5)]
+    rows = list(read_rows(tmp_path / "ledger"))
+    spent = sum((r.cost_usd for r in rows), Decimal(0))
+    assert outcomes.count("ok") == 2 and spent == Decimal("0.010") <= Decimal("0.012")
+    assert [r.status for r in rows].count("refused") == 7
+
+
+def test_the_run_cap_holds_across_the_step_processes_of_one_run(tmp_path):
+    """WEBTOON_MAX_RUN_USD used to restart at zero in every step process."""
+    def step() -> Gateway:  # each step of a run is its own process with its own gateway
+        return make_gateway(tmp_path, CountingProvider(), run_id="run-1",
+                            budget=Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger",
+                                           per_run_usd=Decimal("0.010")))
+    step().generate(flash(1))
+    step().generate(flash(2))
+    with pytest.raises(BudgetExceeded, match=r"run cap \$0.010.*spent \$0.010"):
+        step().generate(flash(3))
+    other_run = make_gateway(tmp_path, CountingProvider(), run_id="run-2",
+                             budget=Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger",
+                                            per_run_usd=Decimal("0.010")))
+    assert other_run.generate(flash(4)).status == "generated"
+
+
+def test_a_dead_processs_reservation_is_dropped(tmp_path):
+    import subprocess
+    import sys
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger", per_episode={("s", "ep01"): Decimal("0.005")})
+    budget.reserve("s", "ep01", Decimal("0.005"), "x")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    con = budget._connect()
+    con.execute("UPDATE reservations SET pid = ?", (gone.pid,))  # as if a killed run had made it
+    assert make_gateway(tmp_path, CountingProvider(), budget=budget).generate(flash(1)).status == "generated"

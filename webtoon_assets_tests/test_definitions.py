@@ -42,4 +42,6 @@ def test_the_projects_dagster_yaml_is_a_valid_instance(tmp_path: Path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "max_concurrent_runs: 4" in out and "default_limit: 2" in out
+    # runs whose process is gone are failed by the daemon, and their pool slots freed
+    assert "class: LocalRunLauncher" in out and "run_monitoring:\n  enabled: true" in out
     assert (tmp_path / "data" / "dagster" / "storage").is_dir()  # state lands under data/, not beside the config

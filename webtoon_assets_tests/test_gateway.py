@@ -62,12 +62,15 @@ class CountingProvider:
         self.delay = delay
         self._lock = threading.Lock()
 
-    def generate(self, req: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
+    def generate(self, req: GenerationRequest, dest: Path, key: str = "", submission=None) -> ProviderResult:
         with self._lock:
             self.calls += 1
         time.sleep(self.delay)
         Image.new("RGB", (64, 64), "red").save(dest, format="PNG")
         return ProviderResult(width=64, height=64)
+
+    def refetch(self, req, record, dest) -> bool:
+        return False
 
     def close(self) -> None:
         pass
@@ -109,7 +112,7 @@ def test_two_processes_needing_one_image_make_it_once(tmp_path):
 
 def test_a_failed_generation_leaves_nothing_behind(tmp_path):
     class Broken(CountingProvider):
-        def generate(self, req, dest, key=""):
+        def generate(self, req, dest, key="", submission=None):
             dest.write_bytes(b"half an image")
             raise RuntimeError("provider fell over")
 

@@ -95,3 +95,26 @@ def test_materialization_metadata_shows_what_was_made(instance, defs, layout):
     assert meta["images"].value == 2
     assert meta["preview"].value.startswith("![preview](data:image/jpeg;base64,")
     assert "mira" in meta["items"].value and "fal-ai/flux-2/flash" in meta["items"].value
+
+
+def test_a_damaged_store_is_mended_on_the_next_run_without_paying_again(instance, defs, layout):
+    """Issue 9: a truncated image in the store used to be served as a hit, then every run died with
+    `OSError: image file is truncated`, naming no file."""
+    from webtoon_assets.ledger import read_rows
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    sheet = manifest(layout, "ep01", "character_sheets")["items"][0]
+    panel = manifest(layout, "ep01", "panels")["items"][3]
+    plate = manifest(layout, "ep01", "backgrounds")["items"][0]
+    with open(sheet["store_path"], "r+b") as f:
+        f.truncate(1000)
+    with open(panel["store_path"], "r+b") as f:
+        f.seek(200)
+        f.write(b"\0" * 16)
+    (layout.store / "records" / plate["key"][:2] / f"{plate['key']}.json").unlink()
+    made_before = [r for r in read_rows(layout.ledger_dir) if r.status == "generated"]
+    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    assert [r for r in read_rows(layout.ledger_dir) if r.status == "generated"] == made_before  # nothing re-paid
+    assert manifest(layout, "ep01", "character_sheets")["items"][0]["sha256"] == sheet["sha256"]
+    assert len(list((layout.store / "quarantine").glob("*.png"))) == 2
+    notes = [r.note for r in read_rows(layout.ledger_dir) if r.note]
+    assert sum("quarantined" in n for n in notes) == 2 and sum("rebuilt" in n for n in notes) == 1

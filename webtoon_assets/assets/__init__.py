@@ -1,7 +1,8 @@
 """The asset families of a series, all partitioned by episode:
 
-    storyboard ─► character_sheets, backgrounds ─┐
-    style_sheet ─────────────────────────────────┴─► panels ─► lettered_panels ─► episode_strip
+    storyboard ─► style_sheet, character_sheets, backgrounds ─► panels ─► lettered_panels ─► episode_strip
+
+The storyboard quotes the whole episode before anything is paid (the pre-flight quote).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from webtoon_assets.manifests import ImageItem, ImageSet
 from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, load_episode, load_series
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.gateway import GenerationRequest, GenerationResult
+from webtoon_assets.gateway.gateway import Preflight
 from webtoon_assets.gateway.budget import BudgetExceeded
 from webtoon_assets.gateway.retry import GenerationFailed
 from webtoon_assets.gateway.resource import GatewayResource
@@ -28,17 +29,11 @@ def series_of(context: AssetExecutionContext) -> str:
 
 def load_inputs(context: AssetExecutionContext, gateway: GatewayResource) -> tuple[Series, Episode | ProseScript]:
     """The series and this partition's script, validated before any spend: the bible, the script,
-    and that every model endpoint it names is in the price book. A bad input fails the step with
-    the file, field and expectation as its message, and is never retried."""
+    and that every model endpoint it names is in the price book with arguments it accepts. A bad
+    input fails the step with the file, line, field and expectation as its message, never retried."""
     try:
-        series = load_series(gateway.layout, series_of(context))
+        series = load_series(gateway.layout, series_of(context), book=gateway.gateway.pricebook)
         script = load_episode(gateway.layout, series, context.partition_key)
-        book = gateway.gateway.pricebook
-        unknown = [f"models.{family}.endpoint: {m.endpoint!r} has no entry in the price book "
-                   f"({gateway.layout.pricebook}); expected one of its endpoints"
-                   for family, m in series.models if not book.has(m.endpoint)]
-        if unknown:
-            raise BibleError(gateway.layout.series_dir(series.id) / "series.yaml", unknown)
         return series, script
     except BibleError as e:
         raise Failure(description=str(e), allow_retries=False) from e
@@ -85,6 +80,25 @@ def cost_metadata(results: list[GenerationResult]) -> dict[str, float | int]:
     }
 
 
+def preflight(context: AssetExecutionContext, gateway: GatewayResource, series: Series,
+              requests: list[GenerationRequest], what: str, only_if_limited: bool = False) -> Preflight | None:
+    """Quote everything not yet in the store; refuse it whole (nothing spent) if the budget cannot
+    cover it, rather than stop half-made when the money runs out."""
+    gw = gateway.gateway
+    if gw.budget is not None:
+        gw.budget.set_episode_budget(series.id, context.partition_key, series.budget.per_episode_usd)
+    if only_if_limited and (gw.budget is None or not gw.budget.limited(series.id, context.partition_key)):
+        return None
+    try:
+        plan = gw.preflight(requests, series.id, context.partition_key, what)
+    except (BudgetExceeded, UnknownEndpoint, QuoteError) as e:
+        raise Failure(description=f"pre-flight quote: {e}", allow_retries=False) from e
+    if plan.misses:
+        context.log.info(f"pre-flight quote for {what}: {len(plan.misses)} to make, ${plan.usd} at list price "
+                         f"({plan.hits} already in the store)")
+    return plan
+
+
 def make_images(context: AssetExecutionContext, gateway: GatewayResource, series: Series, asset: str,
                 requests: list[GenerationRequest],
                 on_result: Callable[[str, Path, str], None] | None = None) -> MaterializeResult:
@@ -92,8 +106,7 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
     The cost tables are refreshed when the step ends, whether it succeeded or not."""
     episode = context.partition_key
     gw = gateway.gateway
-    if gw.budget is not None:
-        gw.budget.set_episode_budget(series.id, episode, series.budget.per_episode_usd)
+    preflight(context, gateway, series, requests, f"{asset} of {episode}", only_if_limited=True)
     out_dir = gateway.layout.output_dir(series.id, episode) / asset
     results: dict[str, GenerationResult] = {}
     items: dict[str, ImageItem] = {}

@@ -7,7 +7,7 @@ for one episode is a cache hit in every later one: an episode generates only wha
 
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult
 
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.manifests import Storyboard
@@ -17,7 +17,9 @@ from webtoon_assets.gateway.resource import GatewayResource
 
 
 def build(series_id: str, partitions: DynamicPartitionsDefinition) -> list[AssetsDefinition]:
+    # After the storyboard, whose pre-flight quote covers the whole episode before anything is paid.
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
+                   deps=[AssetKey([series_id, "storyboard"])],
                    description="The series' visual style reference image.")
     def style_sheet(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult:
         series, _ = load_inputs(context, gateway)

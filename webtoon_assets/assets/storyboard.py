@@ -4,7 +4,8 @@ from a text model (offline: a deterministic splitter) through the gateway. Store
 from dagster import (AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, Failure,
                      MaterializeResult, MetadataValue)
 
-from webtoon_assets.assets.common import load_inputs
+from webtoon_assets.assets.common import load_inputs, preflight
+from webtoon_assets.assets.plan import episode_requests
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, script_path
 from webtoon_assets.costs import refresh_cost_tables
@@ -56,6 +57,8 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
             episode = script
         board = Storyboard(series=series.id, episode=episode.id, title=episode.title,
                            panels=plan_storyboard(series, episode), source=extra.get("source", "script"))
+        quote = preflight(context, gateway, series, episode_requests(gateway.gateway, series, episode.id, board),
+                          f"episode {episode.id}")
         rows = ["| # | panel | shot | camera | aspect | width | characters | location | pace | gutter | lines |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         rows += [f"| {p.order} | {p.id} | {p.shot} | {p.camera} | {p.aspect} | {p.width} {p.align} | "
@@ -69,6 +72,8 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
             "locations": MetadataValue.text(", ".join(episode.locations())),
             "script": MetadataValue.path(str(script_path(gateway.layout, series.id, episode.id))),
             "plan": MetadataValue.md("\n".join(rows)),
+            "episode_quote_usd": float(quote.usd),  # what making the rest of the episode costs now
+            "to_make": len(quote.misses),
             **{k: v for k, v in extra.items() if k != "source"},
         })
 

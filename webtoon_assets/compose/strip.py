@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from webtoon_assets.temps import temp_path
+
 STRIP_WIDTH = 800  # WEBTOON Canvas width
 MAX_SLICE_HEIGHT = 1280
 MAX_SLICE_BYTES = 2 * 1024 * 1024
@@ -121,9 +123,12 @@ def save_jpeg_slices(strip: Image.Image, cuts: list[int], folder: Path) -> tuple
 
 def save_png(image: Image.Image, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    image.save(tmp, format="PNG", compress_level=6)
-    os.replace(tmp, dest)
+    tmp = temp_path(dest)  # unique per writer, named by host and pid (swept if the writer is killed)
+    try:
+        image.save(tmp, format="PNG", compress_level=6)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def thumbnail(placed: list[Placed], dest: Path) -> None:

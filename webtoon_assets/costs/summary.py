@@ -39,3 +39,27 @@ def season_summary(db: Path, series: str) -> str:
         return "\n".join(lines) or f"{series}: nothing generated yet"
     finally:
         con.close()
+
+
+def money_warnings(db: Path) -> str:
+    """What the sums above cannot vouch for: unsettled unknown outcomes and damaged ledger rows."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        lines: list[str] = []
+        unknown = con.execute("SELECT series, episode, asset, item, endpoint, provider_request_id, held_usd, time "
+                              "FROM unknown_outcomes ORDER BY time").fetchall()
+        if unknown:
+            held = sum(u[6] for u in unknown)
+            lines.append(f"Unknown outcomes: {len(unknown)} paid call(s) whose answer was lost, counted as spent at "
+                         f"their quote (${held}); run `webtoon reconcile` to settle them against fal's records:")
+            for series, ep, asset, item, endpoint, rid, usd, when in unknown:
+                lines.append(f"  {when:%Y-%m-%d %H:%M:%S} {series}/{ep or '-'} {asset} {item} on {endpoint} "
+                             f"(${usd}{', request ' + rid if rid else ', no request id'})")
+        problems = con.execute("SELECT file, line, reason FROM ledger_problems").fetchall()
+        if problems:
+            lines.append(f"Damaged ledger rows: {len(problems)}, not counted in any sum above "
+                         "(`webtoon ledger verify` lists them):")
+            lines += [f"  {f}:{n}: {why}" for f, n, why in problems[:20]]
+        return "\n".join(lines)
+    finally:
+        con.close()

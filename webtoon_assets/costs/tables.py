@@ -19,9 +19,10 @@ from filelock import FileLock
 
 from webtoon_assets.bible import BibleError, ProseScript, episode_ids, load_episode, load_series, series_ids
 from webtoon_assets.costs.whatif import platform_whatif
-from webtoon_assets.ledger import LedgerRow, read_rows
+from webtoon_assets.ledger import LedgerProblem, LedgerRow, read_rows
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import load_pricebook
+from webtoon_assets.temps import temp_path
 
 SQL_VIEWS = Path(__file__).with_name("views.sql")
 MONEY = "DECIMAL(18,8)"
@@ -109,18 +110,25 @@ def _trials(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) -> None:
-    rows = list(read_rows(layout.ledger_dir))
+    problems: list[LedgerProblem] = []
+    rows = list(read_rows(layout.ledger_dir, problems))
+    for p in problems:  # counted out of every sum, but never silently: named here and in ledger_problems
+        log(f"cost tables: damaged ledger row, not counted: {p} (see `webtoon ledger verify`)")
+    problems_df = pd.DataFrame([{"file": str(p.path), "line": p.line, "reason": p.reason} for p in problems],
+                               columns=["file", "line", "reason"]).astype(object)
     series_df, episodes_df = _bible(layout, log)
     gen_df, whatif_df = _generations(rows), _whatif(layout, rows, episodes_df)
     trials_df, rec_df = _trials(layout)
     con = duckdb.connect(str(path))
     try:
-        for name, df in {"_gen": gen_df, "_series": series_df, "_episodes": episodes_df, "_whatif": whatif_df,
+        for name, df in {"_problems": problems_df, "_gen": gen_df, "_series": series_df, "_episodes": episodes_df, "_whatif": whatif_df,
                          "_trials_df": trials_df, "_rec_df": rec_df}.items():
             con.register(name, df)
         con.execute(f"""
+            CREATE TABLE ledger_problems AS SELECT CAST(file AS VARCHAR) AS file, CAST(line AS INTEGER) AS line,
+              CAST(reason AS VARCHAR) AS reason FROM _problems;
             CREATE TABLE generations AS SELECT
-              CAST(time AS TIMESTAMPTZ) AS time, CAST(run_id AS VARCHAR) AS run_id,
+              CAST(id AS VARCHAR) AS id, CAST(time AS TIMESTAMPTZ) AS time, CAST(run_id AS VARCHAR) AS run_id,
               CAST(series AS VARCHAR) AS series, CAST(episode AS VARCHAR) AS episode,
               CAST(asset AS VARCHAR) AS asset, CAST(item AS VARCHAR) AS item, CAST(reusable AS BOOLEAN) AS reusable,
               CAST(provider AS VARCHAR) AS provider, CAST(endpoint AS VARCHAR) AS endpoint,
@@ -132,7 +140,7 @@ def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) ->
               CAST(seconds AS DECIMAL(18,3)) AS seconds, CAST(width AS INTEGER) AS width,
               CAST(height AS INTEGER) AS height, CAST(n_inputs AS INTEGER) AS n_inputs,
               CAST(inputs AS JSON) AS inputs, CAST(provider_request_id AS VARCHAR) AS provider_request_id,
-              CAST(error AS VARCHAR) AS error
+              CAST(settles AS VARCHAR) AS settles, CAST(error AS VARCHAR) AS error, CAST(note AS VARCHAR) AS note
             FROM _gen ORDER BY time;
             CREATE TABLE series_info AS SELECT CAST(series AS VARCHAR) AS series, CAST(title AS VARCHAR) AS title,
               CAST(planned_episodes AS INTEGER) AS planned_episodes,
@@ -169,8 +177,7 @@ def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print) 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(target.with_name(f".{target.name}.lock")):
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.unlink(missing_ok=True)
+            tmp = temp_path(target)  # named by host and pid, so a killed refresh's file is swept
             try:
                 build(tmp, layout, log)
                 os.replace(tmp, target)

@@ -1,5 +1,7 @@
 -- Views over the ledger (generations) and the bible (series_info, episodes). Spend that belongs to
 -- no episode (the model trial: episode '') counts in asset_spend and model_spend, not per episode.
+-- Statuses: generated, cached, refused, failed, unknown (outcome lost: held at its quote),
+-- reconciled (billed_usd corrects the unknown row named in `settles`).
 -- cost_usd: billed for paid providers; for offline (local) runs, the list price of what was
 -- generated: the offline season is an exact quote. Spend is grouped per provider so an offline
 -- quote and a real run of the same season sit side by side.
@@ -14,8 +16,19 @@ SELECT series, provider, episode,
        count(*) FILTER (WHERE status = 'cached') AS cache_hits,
        count(*) FILTER (WHERE status = 'refused') AS refused,
        count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'unknown') AS unknown,
        coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels
 FROM generations WHERE episode <> '' GROUP BY series, provider, episode;
+
+-- Paid calls whose outcome was lost and is not yet settled by `webtoon reconcile`: each is
+-- counted at its quote (billed_usd) in every sum until a `reconciled` row corrects it.
+CREATE VIEW unknown_outcomes AS
+SELECT id, time, run_id, series, episode, asset, item, provider, endpoint, request_key, provider_request_id,
+       billed_usd AS held_usd, error
+FROM generations
+WHERE status = 'unknown'
+  AND id NOT IN (SELECT settles FROM generations WHERE status = 'reconciled' AND settles IS NOT NULL)
+ORDER BY time;
 
 CREATE VIEW asset_spend AS
 SELECT series, provider, asset,

@@ -3,28 +3,44 @@
     cache ─► budget ─► provider ─► store ─► ledger
 
 Assets describe what to make (a GenerationRequest); the gateway decides whether to pay. A
-request whose key is in the store is a hit and costs nothing. Otherwise it takes the key's
-cross-process lock, checks again (another run may have just made it), reserves the quote against
-the budgets, and only then calls the provider, so two runs needing the same image pay once.
-Every attempt, whatever its outcome, is a ledger row written the moment it ends.
+request whose key is in the store, whole, is a hit and costs nothing. Otherwise it takes the
+key's cross-process lock, checks again (another run may have just made it), reserves the quote
+against the shared budgets, and only then calls the provider, so two runs needing the same image
+pay once. Every attempt, whatever its outcome, is a ledger row written the moment it ends.
+
+Money rules kept here:
+- a paid submission is journalled (intent, then handle) and its entry retired only after its
+  ledger row is written, so a crash at any point is resumed, or recorded as ``unknown``;
+- a provider request id is billed at most once in the ledger, however often its result is
+  fetched (a resumed request already billed by an earlier row is recorded at $0);
+- an ambiguous submission is an ``unknown`` row, priced at its quote, never a silent retry;
+- a damaged stored image is quarantined and fetched again from the provider at no charge where it
+  still has it, else made again as a new, recorded attempt; a lost record is rebuilt from the image
+  and the ledger instead of paying again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from webtoon_assets.gateway.budget import Budget, BudgetExceeded
+from PIL import Image
+
+from webtoon_assets.gateway.budget import Budgets, BudgetExceeded
 from webtoon_assets.gateway.providers.base import Provider, ProviderError
 from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
 from webtoon_assets.gateway.request import GenerationRequest
-from webtoon_assets.gateway.store import ImageStore
-from webtoon_assets.ledger import Ledger, LedgerRow, Status
+from webtoon_assets.gateway.store import ImageStore, sha256_file
+from webtoon_assets.gateway.submissions import Submission, Submissions
+from webtoon_assets.ledger import Ledger, LedgerRow, Status, find_rows
+from webtoon_assets.liveness import HOST
 from webtoon_assets.pricing import PriceBook, Quote, quote
 
 
@@ -60,6 +76,19 @@ class TextResult:
     row: LedgerRow
 
 
+@dataclass(frozen=True)
+class Preflight:
+    """What making a set of requests would cost now: only what the store does not hold."""
+
+    usd: Decimal
+    misses: list[tuple[GenerationRequest, Decimal]]
+    hits: int
+
+    def dearest(self, n: int = 3) -> list[str]:
+        top = sorted(self.misses, key=lambda m: m[1], reverse=True)[:n]
+        return [f"{r.attribution.asset} {r.attribution.item} ${usd}" for r, usd in top]
+
+
 def pricing_request(request: GenerationRequest) -> dict[str, Any]:
     """The request as the price rules read it: arguments plus the reference images' count and sizes."""
     out = dict(request.arguments)
@@ -74,7 +103,7 @@ def pricing_request(request: GenerationRequest) -> dict[str, Any]:
 
 class Gateway:
     def __init__(self, store: ImageStore, provider: Provider, ledger: Ledger, pricebook: PriceBook,
-                 budget: Budget | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
+                 budget: Budgets | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
                  retry: RetryPolicy | None = None):
         self.retry = retry or RetryPolicy()
         self.store = store
@@ -82,15 +111,20 @@ class Gateway:
         self.ledger = ledger
         self.pricebook = pricebook
         self.budget = budget
-        self.run_id = run_id
+        # Rows of one run share its id (a Dagster run's, else this process's): the run cap sums them.
+        self.run_id = run_id or f"process-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        if budget is not None:
+            budget.run_id = self.run_id
         self.log = log or (lambda _msg: None)
+        self.submissions = Submissions(store.root / "pending")
 
     def quote(self, request: GenerationRequest, response: dict[str, Any] | None = None) -> Quote:
         return quote(request.endpoint, pricing_request(request), response, book=self.pricebook)
 
     def _record(self, request: GenerationRequest, key: str, status: Status, q: Quote, billed: Decimal,
                 width: int | None = None, height: int | None = None, request_id: str | None = None,
-                error: str | None = None, billable_units: Decimal | None = None) -> LedgerRow:
+                error: str | None = None, billable_units: Decimal | None = None, note: str | None = None
+                ) -> LedgerRow:
         who = request.attribution
         row = LedgerRow(
             time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=who.series, episode=who.episode,
@@ -99,46 +133,95 @@ class Gateway:
             credits=billed * self.pricebook.credits_per_usd if billed else q.credits, units=q.units, unit=q.unit,
             megapixels=q.megapixels, images=q.images, seconds=q.seconds, width=width, height=height,
             inputs=[(r.width, r.height) for r in request.references if r.width and r.height],
-            provider_request_id=request_id, billable_units=billable_units, error=error,
+            provider_request_id=request_id, billable_units=billable_units, error=error, note=note,
         )
         self.ledger.append(row)
         return row
 
-    def _hit(self, request: GenerationRequest, key: str, record: dict, started: float) -> GenerationResult:
-        row = self._record(request, key, "cached", self.quote(request), Decimal(0), record["width"], record["height"])
+    # -- images ------------------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        started = time.monotonic()
+        key = request.key(self.provider.name)
+        found = self.store.lookup(key)
+        if found.state == "ok":
+            return self._hit(request, key, found.record, started)
+        with self.store.lock(key):
+            found = self.store.lookup(key)  # another run may have made or mended it while we waited
+            if found.state == "ok":
+                return self._hit(request, key, found.record, started)
+            note = None
+            if found.state == "unrecorded" and (record := self._rebuild_record(request, key)) is not None:
+                return self._hit(request, key, record, started, note="record rebuilt from the image and the ledger")
+            if found.state in ("damaged", "unrecorded"):
+                where = self.store.quarantine(key)
+                note = f"stored copy {found.state} ({found.reason or 'no record'}); quarantined at {where}"
+                self.log(f"{request.attribution.asset} {request.attribution.item}: {note}")
+                if found.record is not None and (record := self._restore(request, key, found.record)) is not None:
+                    return self._hit(request, key, record, started, note=f"{note}; fetched again from "
+                                     f"{self.provider.name} at no charge")
+                note += "; made again"
+            estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
+            with self.store.staging(key) as staged:
+                out, row, record = self._attempts(
+                    request, key, estimate, lambda r, sub: self.provider.generate(r, staged, key, sub),
+                    lambda out, final, billed, why: self._record(
+                        request, key, "generated", final, billed, out.width, out.height, out.request_id,
+                        billable_units=out.billable_units, note=_join(note, why)),
+                    on_recorded=lambda out, final, billed, attempt: self.store.commit(key, staged, {
+                        "provider": self.provider.name, "endpoint": request.endpoint,
+                        "arguments": request.arguments, "sent_seed": attempt.arguments.get("seed"),
+                        "references": [r.model_dump() for r in request.references],
+                        "width": out.width, "height": out.height, "response": out.response,
+                        "provider_request_id": out.request_id, "run_id": self.run_id,
+                        "made_for": request.attribution.model_dump(), "created": time.time(),
+                        "billed_usd": str(billed), "list_usd": str(final.usd),
+                    }))
+        return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
+                                out.width, out.height, self.provider.name, time.monotonic() - started, row)
+
+    def _hit(self, request: GenerationRequest, key: str, record: dict, started: float,
+             note: str | None = None) -> GenerationResult:
+        row = self._record(request, key, "cached", self.quote(request), Decimal(0), record["width"], record["height"],
+                           note=note)
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "cached",
                                 record["width"], record["height"], self.provider.name,
                                 time.monotonic() - started, row)
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        started = time.monotonic()
-        key = request.key(self.provider.name)
-        if (record := self.store.get(key)) is not None:
-            return self._hit(request, key, record, started)
-        with self.store.lock(key):
-            if (record := self.store.get(key)) is not None:  # made by another run while we waited
-                return self._hit(request, key, record, started)
-            estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
-            with self.store.staging(key) as staged:
-                out, attempt = self._attempts(request, key, estimate,
-                                              lambda r: self.provider.generate(r, staged, key))
-                final = self.quote(attempt, out.response)
-                billed = final.usd if out.billed else Decimal(0)
-                record = self.store.commit(key, staged, {
-                    "provider": self.provider.name, "endpoint": request.endpoint,
-                    "arguments": request.arguments, "sent_seed": attempt.arguments.get("seed"),
-                    "references": [r.model_dump() for r in request.references],
-                    "width": out.width, "height": out.height, "response": out.response,
-                    "provider_request_id": out.request_id, "run_id": self.run_id,
-                    "made_for": request.attribution.model_dump(), "created": time.time(),
-                    "billed_usd": str(billed), "list_usd": str(final.usd),
-                })
-                row = self._record(request, key, "generated", final, billed, out.width, out.height,
-                                   out.request_id, billable_units=out.billable_units)
-                self._settle(request, estimate, row.cost_usd)
-        return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
-                                out.width, out.height, self.provider.name, time.monotonic() - started, row)
+    def _restore(self, request: GenerationRequest, key: str, record: dict) -> dict | None:
+        """The provider's copy of a damaged image, at no charge, if it still has it and it is the same."""
+        with self.store.staging(key) as staged:
+            try:
+                if not self.provider.refetch(request, record, staged) or sha256_file(staged) != record["sha256"]:
+                    return None
+            except Exception as e:  # noqa: BLE001 - a failed re-fetch just means making it again
+                self.log(f"re-fetching {key[:12]} failed: {type(e).__name__}: {e}")
+                return None
+            return self.store.commit(key, staged, {k: v for k, v in record.items() if k not in ("sha256", "bytes")})
 
+    def _rebuild_record(self, request: GenerationRequest, key: str) -> dict | None:
+        """A stored image whose record was lost: its ledger row says what it was and what it cost."""
+        made = [r for r in find_rows(self.ledger.folder, key) if r.request_key == key and r.status == "generated"]
+        image = self.store.image_path(key)
+        if not made:
+            return None
+        try:
+            with Image.open(image) as im:
+                im.load()
+                width, height = im.size
+        except Exception:  # noqa: BLE001 - an unreadable image is quarantined and made again
+            return None
+        last = made[-1]
+        if (last.width, last.height) != (width, height):
+            return None
+        return self.store.write_record(key, {
+            "key": key, "provider": last.provider, "endpoint": last.endpoint, "arguments": request.arguments,
+            "references": [r.model_dump() for r in request.references], "width": width, "height": height,
+            "provider_request_id": last.provider_request_id, "run_id": last.run_id, "billed_usd": str(last.billed_usd),
+            "list_usd": str(last.list_usd), "made_for": request.attribution.model_dump(), "created": time.time(),
+            "rebuilt_from_ledger_row": last.id, "sha256": sha256_file(image), "bytes": image.stat().st_size,
+        })
+
+    # -- text ----------------------------------------------------------------------------------------
     def generate_text(self, request: GenerationRequest) -> TextResult:
         """The same path for a text model's answer: cached by key, priced per token, in the ledger."""
         started = time.monotonic()
@@ -147,37 +230,51 @@ class Gateway:
             with self.store.lock(key):
                 if (record := self.store.get_text(key)) is None:
                     estimate = self.quote(request)
-                    out, _ = self._attempts(request, key, estimate, lambda r: self.provider.generate_text(r, key))
-                    final = self.quote(request, out.response)
-                    billed = final.usd if out.billed else Decimal(0)
-                    row = self._record(request, key, "generated", final, billed, request_id=out.request_id)
-                    self._settle(request, estimate, row.cost_usd)
-                    self.store.commit_text(key, {"text": out.text, "provider": self.provider.name,
-                                                 "endpoint": request.endpoint, "response": out.response,
-                                                 "provider_request_id": out.request_id, "run_id": self.run_id,
-                                                 "billed_usd": str(billed), "list_usd": str(final.usd)})
+                    out, row, _ = self._attempts(
+                        request, key, estimate, lambda r, sub: self.provider.generate_text(r, key, sub),
+                        lambda out, final, billed, why: self._record(request, key, "generated", final, billed,
+                                                                     request_id=out.request_id, note=why),
+                        on_recorded=lambda out, final, billed, attempt: self.store.commit_text(key, {
+                            "text": out.text, "provider": self.provider.name, "endpoint": request.endpoint,
+                            "response": out.response, "provider_request_id": out.request_id, "run_id": self.run_id,
+                            "billed_usd": str(billed), "list_usd": str(final.usd)}))
                     return TextResult(request, key, out.text, "generated", time.monotonic() - started, row)
         row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0))
         return TextResult(request, key, record["text"], "cached", time.monotonic() - started, row)
 
-    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, call: Callable[[GenerationRequest], Any]
-                  ) -> tuple[Any, GenerationRequest]:
-        """Call the provider until it succeeds or the policy gives up; a ledger row per failure."""
+    # -- attempts ------------------------------------------------------------------------------------
+    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote,
+                  call: Callable[[GenerationRequest, Submission], Any],
+                  record_success: Callable[[Any, Quote, Decimal, str | None], LedgerRow],
+                  on_recorded: Callable[[Any, Quote, Decimal, GenerationRequest], Any]
+                  ) -> tuple[Any, LedgerRow, Any]:
+        """Call the provider until it succeeds or the policy gives up; a ledger row per attempt,
+        written before the result is stored and before the journal entry is retired. Returns the
+        provider's output, the success row and what ``on_recorded`` stored."""
         who = request.attribution
+        sub = self.submissions.open(key)
+        if (orphan := sub.orphaned_intent) is not None:  # an earlier process died while submitting
+            self._record(request, key, "unknown", estimate, estimate.usd, error=(
+                f"a run crashed while submitting this request (intent of {_when(orphan)}); fal may have "
+                "queued and billed it: outcome unknown until `webtoon reconcile`"))
+            sub.retire()
         tries = nsfw = 0
         attempt = request
         while True:
-            self._reserve(attempt, estimate)
+            reservation = self._reserve(attempt, key, estimate)
             try:
-                return call(attempt), attempt
+                out = call(attempt, sub)
             except Exception as e:
                 err = e if isinstance(e, ProviderError) else ProviderError(
                     f"{type(e).__name__}: {e}", retryable=False, billed=False)
-                billed = estimate.usd if err.billed else Decimal(0)
-                self._record(request, key, "failed", estimate, billed, request_id=err.request_id,
-                             error=str(err)[:500])
-                self._settle(request, estimate, billed)
+                self._failed(request, key, estimate, err, sub)
+                self._release(reservation)
                 tries += 1
+                if err.unknown:
+                    raise GenerationFailed(
+                        f"{who.asset} {who.item} of {who.series}/{who.episode}: the outcome of the paid request on "
+                        f"{request.endpoint} is unknown and it was not sent again ({err}). It is counted at its quote "
+                        f"${estimate.usd}; run `webtoon reconcile` to settle it. A re-run asks anew.") from None
                 if err.nsfw and nsfw < self.retry.nsfw_retries:
                     nsfw += 1  # the same request with another seed; the stored key stays the original
                     seed = int(request.arguments.get("seed", 0))
@@ -190,21 +287,80 @@ class Gateway:
                 raise GenerationFailed(
                     f"{who.asset} {who.item} of {who.series}/{who.episode} failed after {tries} attempt(s) on "
                     f"{request.endpoint}: {err}") from (e if not isinstance(e, ProviderError) else None)
+            final = self.quote(attempt, getattr(out, "response", None))
+            billed = final.usd if out.billed else Decimal(0)
+            why = None
+            if billed and out.resumed and (prior := self._billed_before(out.request_id, sub)):
+                billed, why = Decimal(0), f"request {out.request_id} was already billed in ledger row {prior}"
+            try:
+                row = record_success(out, final, billed, why)
+                stored = on_recorded(out, final, billed, attempt)
+                sub.retire()
+            finally:
+                self._release(reservation)
+            return out, row, stored
 
-    def _reserve(self, request: GenerationRequest, estimate: Quote) -> None:
+    def _failed(self, request: GenerationRequest, key: str, estimate: Quote, err: ProviderError,
+                sub: Submission) -> None:
+        """One row for a failed attempt: unknown (held at its quote), billed, or free."""
+        status: Status = "unknown" if err.unknown else "failed"
+        billed = estimate.usd if (err.billed or err.unknown) else Decimal(0)
+        why = None
+        if err.billed and sub.resume and (prior := self._billed_before(err.request_id, sub)):
+            billed, why = Decimal(0), f"request {err.request_id} was already billed in ledger row {prior}"
+        self._record(request, key, status, estimate, billed, request_id=err.request_id, error=str(err)[:500], note=why)
+        if not err.resumable:  # a request that may still finish stays journalled, to be resumed
+            sub.retire()
+
+    def _billed_before(self, request_id: str | None, sub: Submission) -> str | None:
+        """The id of a ledger row that already billed this provider request (a crash came between
+        writing it and retiring the journal entry), or None."""
+        if not request_id:
+            return None
+        for r in find_rows(self.ledger.folder, request_id, since=sub.since):
+            if r.provider_request_id == request_id and r.billed_usd > 0:
+                return r.id
+        return None
+
+    def _reserve(self, request: GenerationRequest, key: str, estimate: Quote) -> str | None:
         if self.budget is None:
-            return
+            return None
         who = request.attribution
         try:
-            self.budget.reserve(who.series, who.episode, estimate.usd,
-                                f"{who.asset} {who.item} ({request.endpoint}, ${estimate.usd})")
+            return self.budget.reserve(who.series, who.episode, estimate.usd,
+                                       f"{who.asset} {who.item} ({request.endpoint}, ${estimate.usd})")
         except BudgetExceeded as e:
-            self._record(request, request.key(self.provider.name), "refused", estimate, Decimal(0), error=str(e))
+            self._record(request, key, "refused", estimate, Decimal(0), error=str(e))
             raise
 
-    def _settle(self, request: GenerationRequest, estimate: Quote, cost: Decimal) -> None:
+    def _release(self, reservation: str | None) -> None:
         if self.budget is not None:
-            self.budget.settle(request.attribution.series, request.attribution.episode, estimate.usd, cost)
+            self.budget.release(reservation)
+
+    # -- plans -----------------------------------------------------------------------------------------
+    def preflight(self, requests: Iterable[GenerationRequest], series: str, episode: str, what: str) -> Preflight:
+        """Quote every request the store does not hold, and refuse the whole set (one ``refused``
+        row, nothing spent) when it does not fit what is left of the budgets."""
+        misses, hits = [], 0
+        for r in requests:
+            if self.store.lookup(r.key(self.provider.name)).state == "ok":
+                hits += 1
+            else:
+                misses.append((r, self.quote(r).usd))
+        plan = Preflight(sum((usd for _, usd in misses), Decimal(0)), misses, hits)
+        if self.budget is not None and plan.usd > 0:
+            try:
+                self.budget.check_quote(series, episode, plan.usd, f"{what}: {len(misses)} image(s) to make",
+                                        plan.dearest())
+            except BudgetExceeded as e:
+                first = misses[0][0]
+                self.ledger.append(LedgerRow(
+                    time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=series, episode=episode,
+                    asset="preflight", item=what, reusable=False, provider=self.provider.name,
+                    endpoint=first.endpoint, request_key="", status="refused", billed_usd=Decimal(0),
+                    list_usd=plan.usd, credits=plan.usd * self.pricebook.credits_per_usd, error=str(e)))
+                raise
+        return plan
 
     def generate_many(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
         """Results in completion order, up to the provider's concurrency at once."""
@@ -220,3 +376,13 @@ class Gateway:
             finally:
                 for f in futures:
                     f.cancel()
+
+
+def _join(*notes: str | None) -> str | None:
+    return "; ".join(n for n in notes if n) or None
+
+
+def _when(entry: dict[str, Any]) -> str:
+    stamp = entry.get("started_at")
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat(timespec="seconds") if stamp else "unknown time"
+

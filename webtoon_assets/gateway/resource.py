@@ -9,7 +9,7 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from webtoon_assets.gateway.budget import Budget
+from webtoon_assets.gateway.budget import Budgets
 from webtoon_assets.gateway.gateway import Gateway
 from webtoon_assets.gateway.providers import select_provider
 from webtoon_assets.gateway.retry import RetryPolicy
@@ -17,6 +17,7 @@ from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.ledger import Ledger
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import load_pricebook
+from webtoon_assets.temps import sweep_temp_files
 
 
 class GatewayResource(ConfigurableResource):
@@ -42,18 +43,21 @@ class GatewayResource(ConfigurableResource):
             provider=select_provider(self.provider, self.fal_key, layout.store),
             ledger=Ledger(layout.ledger_dir),
             pricebook=load_pricebook(layout.pricebook),
-            budget=Budget(layout.ledger_dir, per_run_usd=Decimal(cap) if cap else None),
+            budget=Budgets(layout.budgets_db, layout.ledger_dir, run_id, per_run_usd=Decimal(cap) if cap else None),
             run_id=run_id,
             retry=RetryPolicy.from_env(),
         )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        sweep_temp_files(self.layout.root)  # temp files left by writers that were killed
         self._gateway = self.build(context.run.run_id if context.run else "")
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._gateway is not None:
             self._gateway.provider.close()
             self._gateway.ledger.close()
+            if self._gateway.budget is not None:
+                self._gateway.budget.close()
 
     @property
     def gateway(self) -> Gateway:

@@ -3,6 +3,10 @@
 Layout: ``<store>/images/ab/<key>.png`` and ``<store>/records/ab/<key>.json``. A key is present
 only once both are in place (the record is renamed in last), so a crash mid-write leaves no
 half entry. ``lock(key)`` is a cross-process lock so two runs never make the same image twice.
+
+A stored image is served only while it is whole: the size and sha256 recorded at commit are
+checked on every lookup. A damaged file is moved to ``<store>/quarantine/`` (kept, never
+deleted) so the gateway can make it again.
 """
 
 from __future__ import annotations
@@ -11,14 +15,16 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from filelock import FileLock
 
 from webtoon_assets.files import write_text_atomic
+from webtoon_assets.temps import mkstemp_beside, temp_path
 
 
 def sha256_file(path: Path) -> str:
@@ -27,6 +33,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the store holds for a key. ``state``: ok (serve it), missing (never made), damaged (a
+    record whose image is gone, cut short or changed), unrecorded (an image whose record is gone)."""
+
+    state: Literal["ok", "missing", "damaged", "unrecorded"]
+    record: dict[str, Any] | None = None
+    reason: str = ""
 
 
 class ImageStore:
@@ -40,11 +56,39 @@ class ImageStore:
         return self.root / "records" / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The record of a stored image, or None if the key was never completed."""
-        rec = self.record_path(key)
-        if not rec.is_file() or not self.image_path(key).is_file():
+        """The record of a whole stored image, or None."""
+        found = self.lookup(key)
+        return found.record if found.state == "ok" else None
+
+    def lookup(self, key: str) -> Lookup:
+        image, rec = self.image_path(key), self.record_path(key)
+        try:
+            record = json.loads(rec.read_text())
+            if not isinstance(record, dict) or "sha256" not in record:
+                raise ValueError("not a store record")
+        except FileNotFoundError:
+            return Lookup("unrecorded" if image.is_file() else "missing")
+        except (ValueError, UnicodeDecodeError) as e:
+            return Lookup("unrecorded" if image.is_file() else "missing", reason=f"record {rec} unreadable ({e})")
+        try:
+            size = image.stat().st_size
+        except FileNotFoundError:
+            return Lookup("damaged", record, f"{image} is missing")
+        if "bytes" in record and size != record["bytes"]:
+            return Lookup("damaged", record, f"{image} has {size} bytes, {record['bytes']} were stored")
+        if sha256_file(image) != record["sha256"]:
+            return Lookup("damaged", record, f"{image} does not match the sha256 recorded when it was stored")
+        return Lookup("ok", record)
+
+    def quarantine(self, key: str) -> Path | None:
+        """Move a damaged image aside (kept for inspection) so it is never served; its path, or None."""
+        image = self.image_path(key)
+        if not image.exists():
             return None
-        return json.loads(rec.read_text())
+        dest = self.root / "quarantine" / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.png"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(image, dest)
+        return dest
 
     @contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -58,7 +102,7 @@ class ImageStore:
         """A temporary file beside the final image, removed unless committed."""
         final = self.image_path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}-", suffix=".png", dir=final.parent)
+        fd, tmp = mkstemp_beside(final.with_name(key[:12]), suffix=".png")  # named by writer: see temps.py
         os.close(fd)
         try:
             yield Path(tmp)
@@ -68,7 +112,11 @@ class ImageStore:
     def commit(self, key: str, staged: Path, record: dict[str, Any]) -> dict[str, Any]:
         record = {**record, "key": key, "sha256": sha256_file(staged), "bytes": staged.stat().st_size}
         os.replace(staged, self.image_path(key))
-        write_text_atomic(self.record_path(key), json.dumps(record, indent=1, sort_keys=True, default=str))
+        return self.write_record(key, record)
+
+    def write_record(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
+        write_text_atomic(self.record_path(key), json.dumps(record, indent=1, sort_keys=True, default=str),
+                          durable=True)
         return record
 
     # Text results (a model's answer) are records without an image.
@@ -85,14 +133,23 @@ class ImageStore:
         return record
 
     def publish(self, key: str, dest: Path) -> Path:
-        """Expose a stored image at a readable path (hard link; copy across filesystems)."""
+        """Expose a stored image at a readable path (hard link; copy across filesystems). Publishing
+        again is a no-op; the temp never outlives the call (rename() onto a hard link of the same
+        file succeeds without removing it)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = self.image_path(key)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.unlink(missing_ok=True)
         try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+            if os.path.samefile(src, dest):
+                return dest
+        except FileNotFoundError:
+            pass
+        tmp = temp_path(dest)
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
         return dest

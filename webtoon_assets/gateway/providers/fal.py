@@ -6,11 +6,15 @@ up to 10 times with backoff) is not retried again here; everything else is repor
 ``ProviderError`` saying whether it may be retried and whether fal charged for it, and the
 gateway decides (and writes a ledger row per attempt).
 
-Never pay twice: every submission is journalled under its request key the moment fal accepts it
-(``store/pending/<key>.json``). A later attempt, or a run started after a crash, finds the entry
-and polls or fetches that request instead of submitting it again. Results are downloaded at once
-(fal keeps files about a week), streamed with a byte cap, and decoded by Pillow after a pixel
-cap check, before anything is stored.
+Never pay twice: the gateway hands every attempt its key's journal entry (see
+``gateway/submissions.py``). The provider writes an intent before it sends a submission and the
+request's handle the moment fal accepts it; an entry with a handle is resumed (polled, fetched)
+instead of submitted again. A submission is sent once: it is repeated only when it provably never
+reached fal (the connection was refused, or fal *answered* 429/408/409 or an ingress 5xx). When
+the answer to a submission is lost, fal may have queued and billed it: that attempt is reported as
+``unknown`` (the gateway records it, priced at its quote, for ``webtoon reconcile``), never resent.
+Results are downloaded at once (fal keeps files about a week), streamed with a byte cap, and
+decoded by Pillow after a pixel cap check, before anything is stored.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import threading
 import time
 from decimal import Decimal, InvalidOperation
@@ -26,6 +31,7 @@ from typing import Any, Literal
 
 import fal_client
 import fal_client.client as fal_http
+from fal_client._headers import add_fal_app_context_headers
 import httpx
 from PIL import Image
 from pydantic import BaseModel, Field
@@ -33,6 +39,7 @@ from pydantic import BaseModel, Field
 from webtoon_assets.files import write_text_atomic
 from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest, Reference
+from webtoon_assets.gateway.submissions import Submission
 
 
 class FalSettings(BaseModel):
@@ -78,7 +85,6 @@ class FalProvider:
         self.concurrency = 2 * settings.concurrency
         self._on_fal = asyncio.Semaphore(settings.concurrency)
         self._key = key
-        self._pending = state_dir / "pending"
         self._uploads = state_dir / "uploads"
         if settings.base_url:
             _point_client_at(settings.base_url)
@@ -91,11 +97,22 @@ class FalProvider:
         self._inline: dict[str, str] = {}  # data URIs by content hash: encoded once per provider
 
     # -- the gateway's entry point ---------------------------------------------------------------
-    def generate(self, request: GenerationRequest, dest: Path, key: str = "") -> ProviderResult:
-        return self._run(self._generate(request, dest, key))
+    def generate(self, request: GenerationRequest, dest: Path, key: str, submission: Submission) -> ProviderResult:
+        return self._run(self._generate(request, dest, submission))
 
-    def generate_text(self, request: GenerationRequest, key: str = "") -> ProviderText:
-        return self._run(self._generate_text(request, key))
+    def generate_text(self, request: GenerationRequest, key: str, submission: Submission) -> ProviderText:
+        return self._run(self._generate_text(request, submission))
+
+    def refetch(self, request: GenerationRequest, record: dict[str, Any], dest: Path) -> bool:
+        """Download the stored image's result file again (fal keeps it about a week): free."""
+        images = (record.get("response") or {}).get("images") or []
+        if not images or not images[0].get("url"):
+            return False
+        try:
+            self._run(self._download(images[0]["url"], dest, str(record.get("provider_request_id"))))
+            return True
+        except ProviderError:
+            return False
 
     def _run(self, coro: Any) -> Any:
         """Run one attempt on the provider's loop; errors leave with the key redacted."""
@@ -104,20 +121,20 @@ class FalProvider:
             return future.result()
         except ProviderError as e:
             raise ProviderError(self._redact(str(e)), retryable=e.retryable, billed=e.billed,
-                                request_id=e.request_id, nsfw=e.nsfw) from None
+                                request_id=e.request_id, nsfw=e.nsfw, unknown=e.unknown,
+                                resumable=e.resumable) from None
 
-    async def _generate_text(self, request: GenerationRequest, key: str) -> ProviderText:
+    async def _generate_text(self, request: GenerationRequest, submission: Submission) -> ProviderText:
         args = dict(request.arguments)
         if request.references:  # a vision model is shown the images
             args["image_urls"] = [await self._reference_url(r) for r in request.references]
-        handle = await self._on_fal_until_done(request.endpoint, args, key)
+        handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
         result, _ = await self._result(handle)
-        self._forget(key)
         text = result.get("output")
         if not isinstance(text, str) or result.get("error"):
             raise ProviderError(f"fal request {handle.request_id} gave no text: {result.get('error') or 'no output'}",
                                 retryable=False, billed=True, request_id=handle.request_id)
-        return ProviderText(text=text, response=result, request_id=handle.request_id, billed=True)
+        return ProviderText(text=text, response=result, request_id=handle.request_id, billed=True, resumed=resumed)
 
     def close(self) -> None:
         async def _close() -> None:
@@ -132,50 +149,79 @@ class FalProvider:
         return text.replace(self._key, "***") if self._key else text
 
     # -- one attempt -----------------------------------------------------------------------------
-    async def _generate(self, request: GenerationRequest, dest: Path, key: str) -> ProviderResult:
+    async def _generate(self, request: GenerationRequest, dest: Path, submission: Submission) -> ProviderResult:
         args = dict(request.arguments)
         if request.references:
             args["image_urls"] = [await self._reference_url(r) for r in request.references]
-        handle = await self._on_fal_until_done(request.endpoint, args, key)
+        handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
         result, units = await self._result(handle)
         images = result.get("images") or []
         if not images or not images[0].get("url"):
-            self._forget(key)
             raise ProviderError(f"fal returned no image for request {handle.request_id}", retryable=True,
                                 billed=False, request_id=handle.request_id)
         if any(result.get("has_nsfw_concepts") or []):
-            self._forget(key)
             raise ProviderError(f"fal flagged the output of request {handle.request_id} as NSFW (seed "
                                 f"{args.get('seed')})", retryable=True, billed=True, request_id=handle.request_id,
                                 nsfw=True)
         width, height = await self._download(images[0]["url"], dest, handle.request_id)
-        self._forget(key)
         response = {k: v for k, v in result.items() if k != "prompt"}
         return ProviderResult(width=width, height=height, response=response, request_id=handle.request_id,
-                              billed=True, billable_units=units)
+                              billed=True, billable_units=units, resumed=resumed)
 
-    async def _on_fal_until_done(self, endpoint: str, args: dict[str, Any], key: str) -> fal_client.AsyncRequestHandle:
-        """Resume the journalled request for ``key``, or submit and journal a new one; wait until fal
-        has finished it. Holds one of the account's concurrency slots meanwhile."""
+    async def _on_fal_until_done(self, endpoint: str, args: dict[str, Any], submission: Submission
+                                 ) -> tuple[fal_client.AsyncRequestHandle, bool]:
+        """Resume the journalled request, or journal an intent, submit once and journal the handle;
+        wait until fal has finished it. Holds one of the account's concurrency slots meanwhile."""
         async with self._on_fal:
-            handle = await self._resume(key, args) if key else None
-            if handle is None:
+            handle = await self._resume(submission.resume) if submission.resume else None
+            if handle is None:  # journal writes are fsynced: off the loop, so other requests' polls go on
+                await asyncio.to_thread(submission.submitting, endpoint, args.get("seed"))
                 handle = await self._submit(endpoint, args)
-                self._journal(key, endpoint, args, handle)
-            await self._wait(handle, key)
-        return handle
+                await asyncio.to_thread(submission.accepted, {
+                    "request_id": handle.request_id, "response_url": handle.response_url,
+                    "status_url": handle.status_url, "cancel_url": handle.cancel_url})
+            await self._wait(handle)
+        return handle, submission.resume is not None and handle.request_id == submission.resume["request_id"]
 
     async def _submit(self, endpoint: str, args: dict[str, Any]) -> fal_client.AsyncRequestHandle:
-        try:
-            return await self._client.submit(endpoint, args)
-        except fal_client.FalClientHTTPError as e:
-            raise _http_error("submitting to " + endpoint, e) from None
-        except (httpx.TransportError, httpx.TimeoutException) as e:
-            # fal-client has already retried this 10 times with backoff: do not multiply retries.
-            raise ProviderError(f"could not reach fal to submit {endpoint} after fal-client's retries: "
-                                f"{type(e).__name__}: {e}", retryable=False, billed=False) from None
+        """POST the submission (as fal-client's ``submit`` does), repeating it only while it provably
+        never reached fal. fal-client's own submit would resend after a lost answer, and pay twice."""
+        client = await self._client._client
+        headers: dict[str, str] = {}
+        add_fal_app_context_headers(headers)
+        url = fal_http.QUEUE_URL_FORMAT + endpoint
+        last = ""
+        for attempt in range(1, SUBMIT_TRIES + 1):
+            try:
+                response = await client.post(url, json=args, headers=headers, timeout=self._client.default_timeout)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+                last = f"{type(e).__name__}: {e}"  # no connection: nothing was sent
+            except (httpx.TransportError, httpx.TimeoutException) as e:
+                raise ProviderError(
+                    f"the answer to the submission of {endpoint} was lost ({type(e).__name__}: {e}); fal may "
+                    "have queued and billed it, so it is not sent again: outcome unknown until `webtoon "
+                    "reconcile`", retryable=False, billed=False, unknown=True) from None
+            else:
+                if response.status_code < 400:
+                    try:
+                        data = response.json()
+                        return fal_client.AsyncRequestHandle(
+                            request_id=data["request_id"], response_url=data["response_url"],
+                            status_url=data["status_url"], cancel_url=data["cancel_url"], client=client)
+                    except (ValueError, KeyError, TypeError) as e:
+                        raise ProviderError(f"fal accepted the submission of {endpoint} but its answer is unreadable "
+                                            f"({type(e).__name__}: {e}): outcome unknown until `webtoon reconcile`",
+                                            retryable=False, billed=False, unknown=True,
+                                            request_id=response.headers.get("x-fal-request-id")) from None
+                if not _refused_unqueued(response):
+                    raise _http_error("submitting to " + endpoint, _as_fal_error(response)) from None
+                last = f"HTTP {response.status_code}"
+            if attempt < SUBMIT_TRIES:
+                await asyncio.sleep(min(10.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        raise ProviderError(f"fal did not take the submission of {endpoint} after {SUBMIT_TRIES} tries ({last}); "
+                            "none of them reached a queue", retryable=False, billed=False)
 
-    async def _wait(self, handle: fal_client.AsyncRequestHandle, key: str) -> None:
+    async def _wait(self, handle: fal_client.AsyncRequestHandle) -> None:
         started = time.monotonic()
         deadline = started + self.settings.timeout_seconds
         polls = 0
@@ -183,31 +229,35 @@ class FalProvider:
             try:
                 status = await handle.status()
             except fal_client.FalClientHTTPError as e:
-                if e.status_code == 404:
-                    self._forget(key)
-                raise _http_error(f"polling request {handle.request_id}", e, handle.request_id) from None
+                err = _http_error(f"polling request {handle.request_id}", e, handle.request_id)
+                err.resumable = e.status_code != 404  # 404: fal no longer knows it; else poll it again later
+                raise err from None
             except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
                 raise ProviderError(f"lost request {handle.request_id} while polling: {type(e).__name__}: {e}",
-                                    retryable=True, billed=False, request_id=handle.request_id) from None
+                                    retryable=True, billed=False, request_id=handle.request_id,
+                                    resumable=True) from None
             if isinstance(status, fal_client.Completed):
                 if status.error:
-                    self._forget(key)
                     raise ProviderError(f"fal request {handle.request_id} failed: {status.error}"
                                         f" ({status.error_type or 'error'})", retryable=True, billed=False,
                                         request_id=handle.request_id)
                 return
             if time.monotonic() > deadline:
-                try:
-                    await handle.cancel()
-                except Exception:  # noqa: BLE001 - cancelling is best effort; the timeout is the error
-                    pass
-                self._forget(key)
-                raise ProviderError(f"fal request {handle.request_id} timed out after "
-                                    f"{self.settings.timeout_seconds:g}s and was cancelled", retryable=True,
-                                    billed=False, request_id=handle.request_id)
+                await self._cancel(handle)
             # Polls on a fixed grid from the submission, so round-trip times do not add up.
             polls += 1
             await asyncio.sleep(max(0.0, started + polls * self.settings.poll_seconds - time.monotonic()))
+
+    async def _cancel(self, handle: fal_client.AsyncRequestHandle) -> None:
+        """Cancel a request past the timeout. Only a cancellation fal confirmed is known unbilled."""
+        timeout = f"fal request {handle.request_id} timed out after {self.settings.timeout_seconds:g}s"
+        try:
+            await handle.cancel()
+        except Exception as e:  # noqa: BLE001 - any failure leaves the request's fate unknown
+            raise ProviderError(f"{timeout} and could not be cancelled ({type(e).__name__}: {e}): it may still "
+                                "finish and be billed: outcome unknown until `webtoon reconcile`", retryable=False,
+                                billed=False, request_id=handle.request_id, unknown=True) from None
+        raise ProviderError(f"{timeout} and was cancelled", retryable=True, billed=False, request_id=handle.request_id)
 
     async def _result(self, handle: fal_client.AsyncRequestHandle) -> tuple[dict[str, Any], Decimal | None]:
         """Fetch the finished result ourselves (fal-client drops the response headers, and
@@ -226,8 +276,8 @@ class FalProvider:
             except (httpx.TransportError, httpx.TimeoutException, ValueError) as e:
                 last = f"{type(e).__name__}: {e}"
             await asyncio.sleep(min(2.0, 0.2 * 2 ** attempt))
-        # fal finished (and charged) but we cannot read it: keep the journal entry so the next
-        # attempt or run fetches this same result instead of paying for a new one.
+        # fal finished (and charged) but the result cannot be read: one failed row keeps the charge,
+        # and the journal entry is retired so no later run bills this request again.
         raise ProviderError(f"could not read the result of fal request {handle.request_id}: {last}",
                             retryable=False, billed=True, request_id=handle.request_id)
 
@@ -308,26 +358,8 @@ class FalProvider:
             write_text_atomic(record, json.dumps({"url": url, "uploaded_at": time.time(), "role": ref.role}))
             return url
 
-    # -- the journal of submitted requests --------------------------------------------------------
-    def _journal(self, key: str, endpoint: str, args: dict[str, Any], handle: fal_client.AsyncRequestHandle) -> None:
-        if key:
-            write_text_atomic(self._pending / f"{key}.json", json.dumps({
-                "request_id": handle.request_id, "response_url": handle.response_url,
-                "status_url": handle.status_url, "cancel_url": handle.cancel_url,
-                "endpoint": endpoint, "seed": args.get("seed"), "submitted_at": time.time()}))
-
-    def _forget(self, key: str) -> None:
-        if key:
-            (self._pending / f"{key}.json").unlink(missing_ok=True)
-
-    async def _resume(self, key: str, args: dict[str, Any]) -> fal_client.AsyncRequestHandle | None:
-        path = self._pending / f"{key}.json"
-        if not path.is_file():
-            return None
-        known = json.loads(path.read_text())
-        if known.get("seed") != args.get("seed"):  # an NSFW retry asks for a new seed: a new request
-            self._forget(key)
-            return None
+    # -- resuming a journalled request ------------------------------------------------------------
+    async def _resume(self, known: dict[str, Any]) -> fal_client.AsyncRequestHandle:
         client = await self._client._client  # the authenticated httpx client fal-client built
         return fal_client.AsyncRequestHandle(request_id=known["request_id"], response_url=known["response_url"],
                                              status_url=known["status_url"], cancel_url=known["cancel_url"],
@@ -349,6 +381,24 @@ def _units(header: str | None) -> Decimal | None:
         return None
 
 
+SUBMIT_TRIES = 10  # as fal-client: for answers that queued nothing (429, 408, 409, ingress 5xx)
+
+
+def _refused_unqueued(response: httpx.Response) -> bool:
+    """fal answered without queueing the request: safe to send it again."""
+    code = response.status_code
+    return code in fal_http.RETRY_CODES or (code in fal_http.INGRESS_ERROR_CODES
+                                            and "x-fal-request-id" not in response.headers)
+
+
+def _as_fal_error(response: httpx.Response) -> fal_client.FalClientHTTPError:
+    try:
+        fal_http._raise_for_status(response)
+    except fal_client.FalClientHTTPError as e:
+        return e
+    raise AssertionError("not an error response")
+
+
 def _http_error(doing: str, e: fal_client.FalClientHTTPError, request_id: str | None = None) -> ProviderError:
     code = e.status_code
     rid = request_id or e.response_headers.get("x-fal-request-id")
@@ -360,7 +410,7 @@ def _http_error(doing: str, e: fal_client.FalClientHTTPError, request_id: str | 
         return ProviderError(f"fal refused the key while {doing} ({code}): check FAL_KEY", retryable=False,
                              billed=False, request_id=rid)
     if code in (408, 409, 429):  # fal-client retried these 10 times already
-        return ProviderError(f"fal kept answering {code} while {doing}, through fal-client's retries: {detail}",
+        return ProviderError(f"fal kept answering {code} while {doing}, through the client's retries: {detail}",
                              retryable=False, billed=False, request_id=rid)
     if code >= 500:  # not charged; fal-client does not retry 500 or a 5xx carrying a request id
         return ProviderError(f"fal answered {code} while {doing}: {detail}", retryable=True, billed=False,
