@@ -118,3 +118,6 @@ def test_a_damaged_store_is_mended_on_the_next_run_without_paying_again(instance
     assert len(list((layout.store / "quarantine").glob("*.png"))) == 2
     notes = [r.note for r in read_rows(layout.ledger_dir) if r.note]
     assert sum("quarantined" in n for n in notes) == 2 and sum("rebuilt" in n for n in notes) == 1
+    run_id = instance.get_runs(limit=1)[0].run_id  # the run's log names the quarantined files
+    logged = [str(e.user_message) for e in instance.all_logs(run_id) if "quarantined at" in str(e.user_message)]
+    assert len(logged) == 2 and all(str(layout.store / "quarantine") in m for m in logged)

@@ -127,6 +127,8 @@ def make_images(context: AssetExecutionContext, gateway: GatewayResource, series
             paid = f"${result.billed_usd} billed" if result.status == "generated" else "free"
             context.log.info(f"{asset} {n}/{len(requests)} {item}: {result.status} ({paid}, list "
                              f"${result.list_usd}, {result.seconds:.2f}s)")
+            if result.row.note:  # a mended store entry (quarantined file, rebuilt record) or a resumed request
+                context.log.warning(f"{asset} {item}: {result.row.note}")
     except (BudgetExceeded, UnknownEndpoint, QuoteError, GenerationFailed) as e:
         raise Failure(description=str(e), allow_retries=False) from e
     finally:
