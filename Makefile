@@ -11,11 +11,14 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# `make ui PORT=3001 HOST=0.0.0.0`: where the UI listens
+PORT ?= 3000
+HOST ?= 127.0.0.1
 
 help:
 	@echo "make demo   - produce the sample season offline (no key needed) and print where it landed"
 	@echo "make test   - run the whole test suite"
-	@echo "make ui     - Dagster UI + daemon on http://127.0.0.1:3000"
+	@echo "make ui     - Dagster UI + daemon on http://$(HOST):$(PORT) (make ui PORT=3001 HOST=0.0.0.0)"
 	@echo "make bench  - panels step against the loopback fake of fal (C = 2, 8, 32) -> bench/results.json"
 	@echo "make validate - dagster definitions validate"
 	@echo "make init   - write data/dagster/dagster.yaml from ./dagster.yaml and initialise the instance"
@@ -42,7 +45,7 @@ test: install
 	$(BIN)/pytest -n 2 -q
 
 ui: init
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 bench: install
 	$(BIN)/python bench/run.py

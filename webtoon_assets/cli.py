@@ -56,7 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"    {reader.parent.name}  reader file://{reader}  |  {len(slices)} upload slices "
                   f"({size:.1f} MB) in {reader.parent / 'webtoon'}")
     print(f"  image store: {layout.store}")
-    print(f"  cost tables: {layout.duckdb_path}  (query with: .venv/bin/duckdb {layout.duckdb_path})")
+    print(f"  cost tables: {layout.duckdb_path}  (query with: .venv/bin/duckdb -readonly {layout.duckdb_path})")
     print("\nCosts:")
     if wanted:
         cmd_costs(argparse.Namespace(series=wanted))

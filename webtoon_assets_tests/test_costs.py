@@ -13,6 +13,7 @@ from decimal import Decimal
 import duckdb
 import pytest
 import yaml
+from pathlib import Path
 from dagster import AssetKey, DagsterInstance
 
 from webtoon_assets.costs import refresh_cost_tables
@@ -112,11 +113,9 @@ def test_projection_is_one_time_plus_n_times_the_episode_average(season):
 
 def test_platform_whatif_reprices_real_usage_and_ranks_it(season):
     layout = season
-    rows = sql(layout, "SELECT rank, platform, model, season_usd, per_panel_usd, panels, references_dropped "
-                       "FROM platform_whatif ORDER BY rank")
-    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
-    per_panel = [r[4] for r in rows]
-    assert per_panel == sorted(per_panel)
+    rows = sql(layout, "SELECT rank_all, platform, model, season_usd, per_panel_usd, panels, references_dropped "
+                       "FROM platform_whatif ORDER BY rank_all")
+    assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
     models = {r[2]: r for r in rows}
     # the season was made (offline) on FLUX.2 [flash]: re-pricing it there gives the same total
     (quoted,), = sql(layout, "SELECT sum(list_usd) FROM generations WHERE status = 'generated'")
@@ -125,6 +124,24 @@ def test_platform_whatif_reprices_real_usage_and_ranks_it(season):
     assert {"FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]", "Nano Banana Pro", "Seedream 4.5",
             "FLUX.2 [pro] (BFL API)", "Gemini 3 Pro Image (direct)"} <= set(models)
     assert models["FLUX.1 [schnell]"][6] > 0  # text-only models drop the references, and say so
+
+
+def test_platform_whatif_ranks_by_the_10_episode_total_among_models_taking_every_reference(season):
+    layout = season
+    rows = sql(layout, "SELECT rank, rank_all, model, ten_episode_usd, references_dropped FROM platform_whatif "
+                       "WHERE usage_from = 'local' ORDER BY rank_all")
+    comparable = [r for r in rows if r[4] == 0]
+    assert len(comparable) >= 3 and any(r[4] > 0 for r in rows)
+    # contiguous ranks 1, 2, 3, ... among the models that take every reference; the others have none
+    assert [r[0] for r in comparable] == list(range(1, len(comparable) + 1))
+    assert all(r[0] is None for r in rows if r[4] > 0)
+    # ranked by the 10-episode total, not by $/panel
+    assert [r[3] for r in rows] == sorted(r[3] for r in rows)
+    text = season_summary(layout.duckdb_path, SAMPLE)
+    listed = text[text.index("cheapest platforms"):].splitlines()[1:4]
+    assert [line.split()[0] for line in listed] == ["1.", "2.", "3."]
+    for line, (_, _, model, ten, _) in zip(listed, comparable):
+        assert model in line and f"10 episodes ${ten:.2f}" in line
 
 
 def test_materializations_carry_the_cost_numbers(produced):
@@ -181,3 +198,26 @@ def test_concurrent_refreshes_never_fail(season):
     assert results == [layout.duckdb_path] * 6
     assert sql(layout, "SELECT count(*) FROM amortization")[0][0] == 3
     assert not list(layout.root.glob(".webtoon.duckdb.*.tmp*"))
+
+
+def test_a_users_left_over_wal_is_never_replayed_onto_the_rebuilt_file(layout):
+    """A read-write session killed with uncheckpointed writes leaves `webtoon.duckdb.wal`; replayed
+    onto the rebuilt file it would resurrect the user's stale tables (or corrupt the file)."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from webtoon_assets.costs import refresh_cost_tables
+    db = refresh_cost_tables(layout)
+    subprocess.run([sys.executable, "-c", f"import duckdb, os; c = duckdb.connect({str(db)!r}); "
+                    "c.execute('CREATE TABLE mine (x INT)'); c.execute('INSERT INTO mine VALUES (1)'); os._exit(0)"],
+                   check=True)
+    assert Path(f"{db}.wal").exists()
+    refresh_cost_tables(layout)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
+    assert "mine" not in tables and "generations" in tables

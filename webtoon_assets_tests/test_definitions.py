@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dagster import AssetKey
+
 from webtoon_assets.paths import REPO_ROOT
 
 
@@ -45,3 +47,26 @@ def test_the_projects_dagster_yaml_is_a_valid_instance(tmp_path: Path):
     # runs whose process is gone are failed by the daemon, and their pool slots freed
     assert "class: LocalRunLauncher" in out and "run_monitoring:\n  enabled: true" in out
     assert (tmp_path / "data" / "dagster" / "storage").is_dir()  # state lands under data/, not beside the config
+
+
+def test_make_ui_listens_where_told():
+    """`make ui PORT=3001 HOST=0.0.0.0` (dry run: nothing is started); by default 127.0.0.1:3000."""
+    make = shutil.which("make")
+    assert make, "make is needed (see README)"
+
+    def dry_run(*args: str) -> str:
+        proc = subprocess.run([make, "-n", "ui", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return next(line for line in proc.stdout.splitlines() if "dagster dev" in line)
+
+    assert dry_run("PORT=3001").endswith("-h 127.0.0.1 -p 3001")
+    assert dry_run("PORT=3001", "HOST=0.0.0.0").endswith("-h 0.0.0.0 -p 3001")
+    assert dry_run().endswith("-h 127.0.0.1 -p 3000")
+
+
+def test_episode_checks_are_partitioned_like_their_assets(defs):
+    for name, check in (("panels", "cost_per_panel_target"), ("panels", "character_consistency"),
+                        ("episode_strip", "webtoon_canvas_limits")):
+        asset = defs.resolve_assets_def(AssetKey(["lantern_street", name]))
+        spec = next(s for s in asset.check_specs if s.name == check)
+        assert spec.partitions_def == asset.partitions_def and spec.partitions_def.name == "lantern_street__episodes"

@@ -10,7 +10,7 @@ import pytest
 
 from webtoon_assets.gateway import Attribution, Gateway, GenerationRequest, ImageStore
 from webtoon_assets.gateway.providers import select_provider
-from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
+from webtoon_assets.gateway.retry import GenerationFailed, AttemptPolicy
 from webtoon_assets.ledger import Ledger, read_rows
 from webtoon_assets.paths import REPO_ROOT
 from webtoon_assets.pricing import load_pricebook
@@ -28,7 +28,7 @@ def panel_request(prompt: str = PROMPT, seed: int = 11) -> GenerationRequest:
 def gateway(fake_fal, tmp_path):
     gw = Gateway(ImageStore(tmp_path / "store"), select_provider("", None, tmp_path / "store"),
                  Ledger(tmp_path / "ledger"), load_pricebook(REPO_ROOT / "data" / "pricebook.yaml"),
-                 retry=RetryPolicy(attempts=3, base_seconds=0.01, nsfw_retries=2))
+                 retry=AttemptPolicy(attempts=3, base_seconds=0.01, nsfw_retries=2))
     yield gw
     gw.provider.close()
 

@@ -17,7 +17,7 @@ import pytest
 from webtoon_assets.gateway import Gateway, ImageStore
 from webtoon_assets.gateway.providers import select_provider
 from webtoon_assets.gateway.providers.fal_platform import FalPlatform
-from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
+from webtoon_assets.gateway.retry import GenerationFailed, AttemptPolicy
 from webtoon_assets.ledger import Ledger, read_rows
 from webtoon_assets.ledger.reconcile import open_unknowns, reconcile, write_settlements
 from webtoon_assets.paths import REPO_ROOT
@@ -32,7 +32,7 @@ def new_gateway(tmp_path: Path) -> Gateway:
     """A gateway as a new run would build it over the same data root."""
     return Gateway(ImageStore(tmp_path / "store"), select_provider("", None, tmp_path / "store"),
                    Ledger(tmp_path / "ledger"), load_pricebook(REPO_ROOT / "data" / "pricebook.yaml"),
-                   retry=RetryPolicy(attempts=3, base_seconds=0.01, nsfw_retries=2))
+                   retry=AttemptPolicy(attempts=3, base_seconds=0.01, nsfw_retries=2))
 
 
 @pytest.fixture

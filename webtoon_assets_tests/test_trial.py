@@ -55,6 +55,17 @@ def test_a_premium_model_needs_90():
     assert (rec.action, rec.model) == ("train LoRA", None) and "best was pro at 88.0%" in rec.reason
 
 
+def test_offline_previews_give_no_recommendation_not_a_lora():
+    offline = [Candidate("fal-ai/flash", "flash", Decimal("0.012"), 40, measured=False),
+               Candidate("fal-ai/pro", "pro", Decimal("0.081"), 45, measured=False)]
+    rec = recommend(offline, T, TARGET)
+    assert (rec.action, rec.model) == ("none", None) and "offline previews are not measured" in rec.reason
+    # a measured candidate is judged as before; the unmeasured ones are left out of the decision
+    assert recommend([*offline, c("dev", "0.022", 60)], T, TARGET).action == "train LoRA"
+    assert recommend([*offline, c("dev", "0.022", 88)], T, TARGET).model == "dev"
+    assert verdict(40, T, measured=False) == "not measured (preview stand-ins)" and verdict(40, T) == "reject"
+
+
 def test_nothing_passing_means_lora_and_thresholds_are_configurable():
     assert recommend([c("flash", "0.012", 60)], T, TARGET).action == "train LoRA"
     assert recommend([c("flash", "0.012", 60)], Thresholds(pick=55), TARGET).model == "flash"
@@ -151,9 +162,11 @@ def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
     assert set(models) == {"FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]"}
     costs = [models[m][1] for m in ("FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]")]
     assert costs == sorted(costs) and all(0 <= r[2] <= 100 and r[4] == 5 for r in rows)
-    assert all(r[3] == verdict(r[2], T) for r in rows)
-    (action, reason), = sql(layout, "SELECT action, reason FROM model_recommendation")
-    assert action in ("use", "train LoRA") and reason
+    # offline the scores compare preview stand-ins: no verdict, and no recommendation (not "train LoRA")
+    assert all(r[3] == "not measured (preview stand-ins)" for r in rows)
+    (action, model, reason), = sql(layout, "SELECT action, model, reason FROM model_recommendation")
+    assert (action, model) == ("none", None) and reason.startswith("offline previews are not measured")
+    assert meta["recommendation"].value.startswith("**none**")
     assert "recommendation" in meta and meta["consistency"].value >= 0 and meta["cost_per_panel_usd"].value > 0
     ledger = list(read_rows(layout.ledger_dir))
     # 1 base + 5 variations per model; offline the base is the same preview for every model's text endpoint
@@ -196,35 +209,86 @@ def test_a_judge_answer_out_of_range_fails_the_trial_clearly(layout, tmp_path, f
 
 # -- checks on every episode ----------------------------------------------------------------------
 
-def checks(inst) -> dict[str, object]:
+def checks(inst, episode: str = "ep01") -> dict[str, object]:
+    """The latest evaluation of each panels check recorded against ``episode``'s partition."""
+    from dagster._core.event_api import PartitionKeyFilter
+
     out = {}
     for name in ("cost_per_panel_target", "character_consistency"):
         key = AssetCheckKey(AssetKey([SAMPLE, "panels"]), name)
-        record = inst.event_log_storage.get_asset_check_execution_history(key, limit=1)[0]
-        out[name] = record.event.dagster_event.event_specific_data
+        record, = inst.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, partition_filter=PartitionKeyFilter(key=episode))
+        assert record.partition == episode
+        evaluation = record.event.dagster_event.event_specific_data
+        assert evaluation.partition == episode and evaluation.description.startswith(f"{episode}: ")
+        out[name] = evaluation
     return out
 
 
-def test_checks_show_on_every_episode_and_pass_or_warn_where_they_should(layout, tmp_path, monkeypatch):
+def test_checks_are_recorded_on_their_episode_and_name_it(layout, tmp_path):
+    from dagster._core.event_api import PartitionKeyFilter
+
     (tmp_path / "d").mkdir()
     with DagsterInstance.local_temp(str(tmp_path / "d")) as inst:
+        run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
+        cost = checks(inst, "ep01")["cost_per_panel_target"]
+        assert cost.passed and cost.description.startswith("ep01: cost per panel $0.0")
+        # nothing recorded against another episode, nor unpartitioned
+        key = AssetCheckKey(AssetKey([SAMPLE, "panels"]), "cost_per_panel_target")
+        for other in ("ep02", None):
+            assert not inst.event_log_storage.get_asset_check_execution_history(
+                key, limit=1, partition_filter=PartitionKeyFilter(key=other))
+        strip, = inst.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(AssetKey([SAMPLE, "episode_strip"]), "webtoon_canvas_limits"), limit=1)
+        assert strip.partition == "ep01" and strip.event.dagster_event.event_specific_data.description.startswith("ep01: ")
+
+
+def test_checks_pass_or_warn_where_they_should_and_offline_consistency_is_not_measured(layout, tmp_path):
+    (tmp_path / "d").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "d")) as inst:
+        # thresholds no stand-in could meet: offline the consistency check still passes, unmeasured
+        edit_series(layout, **{"trial.thresholds.acceptable": 100})
         run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
         ok = checks(inst)
         assert ok["cost_per_panel_target"].passed  # $0.022 per panel against $0.05
         assert ok["cost_per_panel_target"].metadata["amortised_per_panel_usd"].value < 0.05
         c = ok["character_consistency"]
-        assert c.metadata["scorer"].value == "palette-structure" and 0 <= c.metadata["mean_consistency"].value <= 100
-        assert c.passed == (c.metadata["min_consistency"].value >= 80)
-        assert c.severity.value == "WARN"
+        assert c.passed and c.severity.value == "WARN"
+        assert c.description.startswith("ep01: not measured (preview stand-ins)")
+        assert c.metadata["measured"].value is False and c.metadata["panels_not_measured"].value == 10
 
-        edit_series(layout, **{"budget.target_per_panel_usd": 0.01, "trial.thresholds.acceptable": 0})
+        edit_series(layout, **{"budget.target_per_panel_usd": 0.01})
         run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
-        again = checks(inst)
-        assert not again["cost_per_panel_target"].passed and again["cost_per_panel_target"].severity.value == "WARN"
-        assert "over the target $0.01" in again["cost_per_panel_target"].description
-        assert again["character_consistency"].passed  # every score is at least 0
+        again = checks(inst)["cost_per_panel_target"]
+        assert not again.passed and again.severity.value == "WARN"
+        assert again.description.startswith("ep01: over the target $0.01")
 
-        edit_series(layout, **{"trial.thresholds.acceptable": 100})
+
+def test_the_consistency_check_scores_a_models_panels_as_before(layout, tmp_path):
+    """With a real provider the panels are scored and the check warns under the threshold (the
+    offline sample's images stand in for a provider's: the check only sees where they came from)."""
+    from webtoon_assets.assets.checks import ConsistencyScores
+    from webtoon_assets.bible import load_series
+    from webtoon_assets.manifests import ImageSet, Storyboard
+
+    (tmp_path / "d").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "d")) as inst:
         run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
-        low = checks(inst)["character_consistency"]
-        assert not low.passed and "p02 mira" in low.description and "offline previews" in low.description
+    out = layout.output_dir(SAMPLE, "ep01")
+    board = Storyboard.model_validate_json((out / "storyboard.json").read_text())
+    sheets = ImageSet.model_validate_json((out / "character_sheets.json").read_text())
+    panels = ImageSet.model_validate_json((out / "panels.json").read_text()).by_item()
+
+    def check(acceptable: float, provider: str = "fal"):
+        edit_series(layout, **{"trial.thresholds.acceptable": acceptable})
+        scores = ConsistencyScores(load_series(layout, SAMPLE), board, sheets)
+        for plan in board.panels:
+            scores.add(plan.id, Path(panels[plan.id].path), provider)
+        return scores.result()
+
+    low = check(100)
+    assert not low.passed and low.severity.value == "WARN" and low.metadata["measured"].value is True
+    assert low.description.startswith("ep01: under 100% (palette-structure): ") and "p02 mira" in low.description
+    assert 0 <= low.metadata["mean_consistency"].value < 100
+    assert check(0).passed and "every character at or over 0%" in check(0).description
+    assert check(100, provider="local").passed  # the same images, made offline: not measured

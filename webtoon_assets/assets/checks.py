@@ -1,12 +1,15 @@
 """Checks on every episode's panels, shown on each partition in the UI (WARN, never blocking):
 cost per panel against the series target, as paid and amortised; and each panel's characters
-against their reference sheets, by the series' consistency scorer."""
+against their reference sheets, by the series' consistency scorer. The checks are partitioned like
+their asset, so each episode's results are recorded against that episode, and each message names it."""
 
+import warnings
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue,
+                     PartitionsDefinition, PreviewWarning)
 
 from webtoon_assets.bible import Series
 from webtoon_assets.consistency import make_scorer
@@ -17,11 +20,20 @@ COST_CHECK, CONSISTENCY_CHECK = "cost_per_panel_target", "character_consistency"
 SHEET_BAND = (1 / 3, 2 / 3)  # a character sheet is a turnaround: its front view stands in the middle
 
 
-def check_specs(series_id: str) -> list[AssetCheckSpec]:
+def episode_check_spec(name: str, partitions: PartitionsDefinition, **kwargs) -> AssetCheckSpec:
+    """A check partitioned like its episode asset: its results land on the episode that was made
+    (``partitions_def`` on a check is a preview in Dagster 1.13; its warning is expected here)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(name, partitions_def=partitions, **kwargs)
+
+
+def check_specs(series_id: str, partitions: PartitionsDefinition) -> list[AssetCheckSpec]:
     key = AssetKey([series_id, "panels"])
-    return [AssetCheckSpec(COST_CHECK, asset=key, description="cost per panel, as paid and amortised, vs the target"),
-            AssetCheckSpec(CONSISTENCY_CHECK, asset=key,
-                           description="each panel's characters against their sheets (series.yaml trial.scorer)")]
+    return [episode_check_spec(COST_CHECK, partitions, asset=key,
+                               description="cost per panel, as paid and amortised, vs the target"),
+            episode_check_spec(CONSISTENCY_CHECK, partitions, asset=key,
+                               description="each panel's characters against their sheets (series.yaml trial.scorer)")]
 
 
 def cost_check(layout: DataLayout, series: Series, episode: str) -> AssetCheckResult:
@@ -35,33 +47,39 @@ def cost_check(layout: DataLayout, series: Series, episode: str) -> AssetCheckRe
             con.close()
     except duckdb.Error as e:
         return AssetCheckResult(check_name=COST_CHECK, passed=False, severity=AssetCheckSeverity.WARN,
-                                description=f"the cost tables could not be read: {e}")
+                                description=f"{episode}: the cost tables could not be read: {e}")
     over = [f"{p}: as paid ${paid:.4f}, amortised ${amort:.4f} per panel" for p, paid, amort in rows
             if paid > target or amort > target]
     paid = max((r[1] for r in rows), default=Decimal(0))
     amort = max((r[2] for r in rows), default=Decimal(0))
     return AssetCheckResult(
         check_name=COST_CHECK, passed=not over, severity=AssetCheckSeverity.WARN,
-        description=("over the target $" + f"{target}: " + "; ".join(over)) if over else
-        f"within the target ${target} per panel",
+        description=f"{episode}: " + (f"over the target ${target}: " + "; ".join(over) if over else
+                                      f"cost per panel ${paid:.4f} as paid, ${amort:.4f} amortised, "
+                                      f"within the target ${target}"),
         metadata={"as_paid_per_panel_usd": float(paid), "amortised_per_panel_usd": float(amort),
                   "target_per_panel_usd": float(target)})
 
 
 class ConsistencyScores:
     """Scores each panel's characters against their sheets as the panel arrives (called while later
-    panels are still being made), then reports the check."""
+    panels are still being made), then reports the check. Preview stand-ins (the offline ``local``
+    provider) are not scored: they show nothing a model drew, so the check says they were not measured
+    and passes rather than warning on a number that means nothing."""
 
     def __init__(self, series: Series, board: Storyboard, sheets: ImageSet):
-        self.series, self.plans, self.sheets = series, {p.id: p for p in board.panels}, sheets.by_item()
+        self.series, self.episode = series, board.episode
+        self.plans, self.sheets = {p.id: p for p in board.panels}, sheets.by_item()
         kind = series.trial.scorer if series.trial.scorer != "vision-judge" else "palette-structure"
         self.scorer = make_scorer(kind)  # a paid judge on every panel of every episode would cost too much
         self.scores: dict[tuple[str, str], float] = {}
-        self.offline = False
+        self.stand_ins: list[str] = []  # panels made by the preview renderer: not measured
 
     def add(self, panel_id: str, path: Path, provider: str) -> None:
         plan = self.plans[panel_id]
-        self.offline = provider == "local"
+        if provider == "local":
+            self.stand_ins.append(panel_id)
+            return
         n = len(plan.characters)
         for i, cid in enumerate(plan.characters):
             self.scores[(panel_id, cid)] = self.scorer.score(Path(self.sheets[cid].path), path,
@@ -71,12 +89,21 @@ class ConsistencyScores:
         threshold = self.series.trial.thresholds.acceptable
         low = [f"{pid} {cid} {s:.0f}%" for (pid, cid), s in sorted(self.scores.items()) if s < threshold]
         values = list(self.scores.values())
-        offline = " (offline previews: these compare the stand-ins, not a model's drawing)" if self.offline else ""
+        measured = bool(values) or not self.stand_ins
+        meta = {"measured": measured, "panels_not_measured": len(self.stand_ins), "scorer": self.scorer.name}
+        if not measured:
+            return AssetCheckResult(
+                check_name=CONSISTENCY_CHECK, passed=True, severity=AssetCheckSeverity.WARN,
+                description=f"{self.episode}: not measured (preview stand-ins): {len(self.stand_ins)} panel(s) made "
+                            "offline by the preview renderer; consistency is scored on a model's images",
+                metadata=meta)
+        skipped = (f"; {len(self.stand_ins)} preview stand-in panel(s) not measured" if self.stand_ins else "")
         return AssetCheckResult(
             check_name=CONSISTENCY_CHECK, passed=not low, severity=AssetCheckSeverity.WARN,
-            description=((f"under {threshold:g}% ({self.scorer.name}): " + ", ".join(low)) if low else
-                         f"every character at or over {threshold:g}% ({self.scorer.name})") + offline,
-            metadata={"mean_consistency": round(sum(values) / len(values), 2) if values else 100.0,
+            description=f"{self.episode}: " + ((f"under {threshold:g}% ({self.scorer.name}): " + ", ".join(low)) if low
+                                               else f"every character at or over {threshold:g}% ({self.scorer.name})")
+                        + skipped,
+            metadata={**meta, "mean_consistency": round(sum(values) / len(values), 2) if values else 100.0,
                       "min_consistency": round(min(values, default=100.0), 2),
-                      "panels_under_threshold": len({x.split()[0] for x in low}), "scorer": self.scorer.name,
+                      "panels_under_threshold": len({x.split()[0] for x in low}),
                       "low": MetadataValue.md("\n".join(f"- {x}" for x in low) or "_none_")})

@@ -14,7 +14,7 @@ from webtoon_assets.gateway.resource import GatewayResource
 
 
 def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL, check_specs=check_specs(series_id),
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL, check_specs=check_specs(series_id, partitions),
                    description="One image per panel; its character sheets, background and style are sent as references.")
     def panels(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
                style_sheet: dict[str, Any], character_sheets: dict[str, Any],

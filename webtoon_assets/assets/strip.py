@@ -5,9 +5,10 @@ and a local reader. A blocking check holds the upload limits."""
 from pathlib import Path
 from typing import Any
 
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, AssetKey,
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey,
                      AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue)
 
+from webtoon_assets.assets.checks import episode_check_spec
 from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
 from webtoon_assets.assets.partitions import episode_asset
 from webtoon_assets.bible import episode_ids, load_series
@@ -35,7 +36,8 @@ def limits_check(strip: Strip) -> AssetCheckResult:
         problems.append(f"episode: {strip.total_bytes} bytes, over {canvas.MAX_EPISODE_BYTES}")
     return AssetCheckResult(
         check_name=CHECK, passed=not problems, severity=AssetCheckSeverity.ERROR,
-        description="; ".join(problems) or "every slice fits WEBTOON Canvas",
+        description=f"{strip.episode}: " + ("; ".join(problems) or f"every slice fits WEBTOON Canvas "
+                                                                   f"({len(strip.slices)} slices)"),
         metadata={"slices": len(strip.slices), "total_bytes": strip.total_bytes,
                   "tallest_slice": max(s.height for s in strip.slices),
                   "largest_slice_bytes": max(s.bytes for s in strip.slices),
@@ -47,9 +49,9 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
     key = AssetKey([series_id, "episode_strip"])
 
     @episode_asset(series_id, partitions, kinds={"image", "html"},
-                   check_specs=[AssetCheckSpec(CHECK, asset=key, blocking=True,
-                                               description="WEBTOON Canvas: 800 px wide, <= 1280 px and 2 MB a "
-                                                           "slice, <= 20 MB an episode, JPG or PNG")],
+                   check_specs=[episode_check_spec(CHECK, partitions, asset=key, blocking=True,
+                                                   description="WEBTOON Canvas: 800 px wide, <= 1280 px and 2 MB "
+                                                               "a slice, <= 20 MB an episode, JPG or PNG")],
                    description="The episode as WEBTOON Canvas slices, a thumbnail, the full strip and a reader.")
     def episode_strip(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
                       lettered_panels: dict[str, Any]):  # -> MaterializeResult: a bare annotation would mark the value Nothing beside the check

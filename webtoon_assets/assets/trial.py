@@ -125,12 +125,13 @@ def build_trial(series_id: str, candidates: list[str]) -> AssetsDefinition:
         finally:
             refresh_cost_tables(gateway.layout, log=context.log.warning)
         consistency = round(sum(scores.values()) / len(scores), 2)
+        measured = gw.provider.name != "local"  # offline, the scores compare preview stand-ins: not a measurement
         per_panel = cost_per_panel(book, endpoint, series, episodes)
         spent = [base, *variations]
         result = {
             "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
             "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
-            "consistency": consistency, "verdict": verdict(consistency, t.thresholds),
+            "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
             "cost_per_panel_usd": str(per_panel),
             "trial_billed_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
             "trial_list_usd": str(sum((r.list_usd for r in spent), Decimal(0))),
@@ -138,8 +139,9 @@ def build_trial(series_id: str, candidates: list[str]) -> AssetsDefinition:
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         (out.with_suffix(".json")).write_text(json.dumps(result, indent=1))
-        rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"])
-                         for r in load_trials(gateway, series_id)], t.thresholds, series.budget.target_per_panel_usd)
+        rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
+                                   measured=r.get("provider") != "local") for r in load_trials(gateway, series_id)],
+                        t.thresholds, series.budget.target_per_panel_usd)
         (trial_dir(gateway, series_id) / "recommendation.json").write_text(json.dumps(rec.__dict__, indent=1))
         refresh_cost_tables(gateway.layout, log=context.log.warning)
         context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "

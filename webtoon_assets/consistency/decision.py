@@ -9,7 +9,12 @@ from decimal import Decimal
 from webtoon_assets.bible.models import Thresholds
 
 
-def verdict(consistency: float, t: Thresholds) -> str:
+NOT_MEASURED = "not measured (preview stand-ins)"
+
+
+def verdict(consistency: float, t: Thresholds, measured: bool = True) -> str:
+    if not measured:  # offline: the scores compare the preview renderer's stand-ins, not a model's drawing
+        return NOT_MEASURED
     if consistency >= t.production:
         return "production ready"
     if consistency >= t.acceptable:
@@ -25,11 +30,12 @@ class Candidate:
     model: str
     cost_per_panel_usd: Decimal
     consistency: float
+    measured: bool = True  # False: made offline by the preview renderer, so its score means nothing
 
 
 @dataclass(frozen=True)
 class Recommendation:
-    action: str  # use | train LoRA
+    action: str  # use | train LoRA | none (nothing measured: offline previews)
     endpoint: str | None
     model: str | None
     reason: str
@@ -37,7 +43,15 @@ class Recommendation:
 
 def recommend(candidates: list[Candidate], t: Thresholds, target_per_panel: Decimal) -> Recommendation:
     """Cheapest first: a model within the $/panel target needs ``pick`` (85); a premium one, over the
-    target, needs ``premium_pick`` (90). None passing: train a LoRA."""
+    target, needs ``premium_pick`` (90). None passing: train a LoRA. Only measured candidates count: offline (preview
+    stand-ins) there is nothing to recommend from, so the answer is none, not a LoRA."""
+    offline = [c for c in candidates if not c.measured]
+    candidates = [c for c in candidates if c.measured]
+    if offline and not candidates:
+        return Recommendation("none", None, None,
+                              f"offline previews are not measured: {len(offline)} candidate(s) tried on the preview "
+                              "renderer, whose stand-ins show no model's drawing; run the trial with FAL_KEY set to "
+                              "score the models' own images")
     for c in sorted(candidates, key=lambda c: (c.cost_per_panel_usd, c.endpoint)):
         premium = c.cost_per_panel_usd > target_per_panel
         bar = t.premium_pick if premium else t.pick

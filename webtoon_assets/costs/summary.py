@@ -28,12 +28,14 @@ def season_summary(db: Path, series: str) -> str:
             if row:
                 lines.append(f"  10-episode projection: ${row[0]:.2f} (${row[1]:.4f}/panel) = one-time ${row[2]:.4f}"
                              f" + 10 x ${row[3]:.4f} per episode")
-            # Models that cannot take the panels' reference images are cheaper but not comparable.
+            # Ranked by the 10-episode total; `rank` counts only models that take every reference image
+            # (those that cannot are cheaper but not comparable: rank NULL, ranked among all by rank_all).
             cheapest = con.execute("SELECT rank, platform, model, per_panel_usd, ten_episode_usd FROM platform_whatif "
-                                   "WHERE series = ? AND usage_from = ? AND references_dropped = 0 ORDER BY rank LIMIT 3",
+                                   "WHERE series = ? AND usage_from = ? AND rank IS NOT NULL ORDER BY rank LIMIT 3",
                                    [series, provider]).fetchall()
             if cheapest:
-                lines.append("  cheapest platforms for this usage (taking every reference image; all: platform_whatif):")
+                lines.append("  cheapest platforms for 10 episodes of this usage (taking every reference image; "
+                             "all: platform_whatif):")
                 for rank, platform, model, per_panel, ten in cheapest:
                     lines.append(f"    {rank}. {platform:<10} {model:<34} ${per_panel:.4f}/panel, 10 episodes ${ten:.2f}")
         return "\n".join(lines) or f"{series}: nothing generated yet"

@@ -181,6 +181,10 @@ def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print) 
             try:
                 build(tmp, layout, log)
                 os.replace(tmp, target)
+                # A WAL beside the target belongs to the file just replaced (a read-write session a
+                # user left open or killed): replayed onto the rebuilt file it would bring back stale
+                # tables, or corrupt it. Users' own tables belong in their own database (README).
+                Path(f"{target}.wal").unlink(missing_ok=True)
             finally:
                 tmp.unlink(missing_ok=True)
                 Path(f"{tmp}.wal").unlink(missing_ok=True)

@@ -126,18 +126,30 @@ SELECT per.series, per.provider, ns.episodes, per.produced,
 FROM per JOIN ns USING (series) JOIN series_info s USING (series)
 ORDER BY per.series, per.provider, ns.episodes;
 
--- What the season's actual usage would cost on every image model in the price book, ranked.
+-- What the season's actual usage would cost on every image model in the price book, ranked by the
+-- 10-episode total (one-time artifacts once, plus 10 times the per-episode rest). `rank` (1, 2, 3, ...)
+-- is only for models that take every reference image the panels send; a model that would drop
+-- references is cheaper but not comparable: its `rank` is NULL. `rank_all` ranks every model.
 CREATE VIEW platform_whatif AS
-SELECT w.series, w.provider AS usage_from,
-       rank() OVER (PARTITION BY w.series, w.provider ORDER BY w.season_usd / nullif(w.panels, 0), w.model) AS rank,
-       w.platform, w.model, w.episodes, w.panels, w.season_usd,
-       CAST(w.season_usd / nullif(w.panels, 0) AS DECIMAL(18,6)) AS per_panel_usd,
-       CAST(w.one_time_usd + 10 * (w.season_usd - w.one_time_usd) / nullif(w.episodes, 0) AS DECIMAL(18,6))
-           AS ten_episode_usd,
-       w.season_usd / nullif(w.panels, 0) <= s.target_per_panel_usd AS meets_target,
-       w.max_references, w.references_dropped, w.endpoints
-FROM _whatif_raw w JOIN series_info s USING (series)
-ORDER BY w.series, w.provider, rank;
+WITH w AS (
+    SELECT w.*, s.target_per_panel_usd,
+           CAST(w.one_time_usd + 10 * (w.season_usd - w.one_time_usd) / nullif(w.episodes, 0) AS DECIMAL(18,6))
+               AS ten_episode_usd
+    FROM _whatif_raw w JOIN series_info s USING (series)
+)
+SELECT series, provider AS usage_from,
+       CASE WHEN references_dropped = 0 THEN
+           row_number() OVER (PARTITION BY series, provider, references_dropped = 0
+                              ORDER BY ten_episode_usd, season_usd, model, platform) END AS rank,
+       row_number() OVER (PARTITION BY series, provider ORDER BY ten_episode_usd, season_usd, model, platform)
+           AS rank_all,
+       platform, model, episodes, panels, season_usd,
+       CAST(season_usd / nullif(panels, 0) AS DECIMAL(18,6)) AS per_panel_usd,
+       ten_episode_usd,
+       season_usd / nullif(panels, 0) <= target_per_panel_usd AS meets_target,
+       max_references, references_dropped, endpoints
+FROM w
+ORDER BY series, usage_from, rank NULLS LAST, rank_all;
 
 -- The model trial: one row per candidate tried, and the decision tree's recommendation.
 CREATE VIEW model_trials AS

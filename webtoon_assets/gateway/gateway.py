@@ -35,7 +35,7 @@ from PIL import Image
 
 from webtoon_assets.gateway.budget import Budgets, BudgetExceeded
 from webtoon_assets.gateway.providers.base import Provider, ProviderError
-from webtoon_assets.gateway.retry import GenerationFailed, RetryPolicy
+from webtoon_assets.gateway.retry import GenerationFailed, AttemptPolicy
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.store import ImageStore, sha256_file
 from webtoon_assets.gateway.submissions import Submission, Submissions
@@ -104,8 +104,8 @@ def pricing_request(request: GenerationRequest) -> dict[str, Any]:
 class Gateway:
     def __init__(self, store: ImageStore, provider: Provider, ledger: Ledger, pricebook: PriceBook,
                  budget: Budgets | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
-                 retry: RetryPolicy | None = None):
-        self.retry = retry or RetryPolicy()
+                 retry: AttemptPolicy | None = None):
+        self.retry = retry or AttemptPolicy()
         self.store = store
         self.provider = provider
         self.ledger = ledger

@@ -12,7 +12,7 @@ from pydantic import PrivateAttr
 from webtoon_assets.gateway.budget import Budgets
 from webtoon_assets.gateway.gateway import Gateway
 from webtoon_assets.gateway.providers import select_provider
-from webtoon_assets.gateway.retry import RetryPolicy
+from webtoon_assets.gateway.retry import AttemptPolicy
 from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.ledger import Ledger
 from webtoon_assets.paths import DataLayout
@@ -45,7 +45,7 @@ class GatewayResource(ConfigurableResource):
             pricebook=load_pricebook(layout.pricebook),
             budget=Budgets(layout.budgets_db, layout.ledger_dir, run_id, per_run_usd=Decimal(cap) if cap else None),
             run_id=run_id,
-            retry=RetryPolicy.from_env(),
+            retry=AttemptPolicy.from_env(),
         )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class AttemptPolicy:
+    """How the gateway retries one request (named apart from Dagster's RetryPolicy, which retries steps)."""
+
     attempts: int = 3  # tries in all for a retryable failure (5xx, timeouts, fal-side errors)
     base_seconds: float = 1.0
     max_seconds: float = 30.0
@@ -18,7 +20,7 @@ class RetryPolicy:
         return min(self.max_seconds, self.base_seconds * 2 ** (retry - 1)) * random.uniform(0.5, 1.5)
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
+    def from_env(cls) -> "AttemptPolicy":
         return cls(
             attempts=int(os.environ.get("WEBTOON_RETRY_ATTEMPTS", cls.attempts)),
             base_seconds=float(os.environ.get("WEBTOON_RETRY_BASE_SECONDS", cls.base_seconds)),
