@@ -48,6 +48,9 @@ class Lookup:
 class ImageStore:
     def __init__(self, root: Path):
         self.root = root
+        # Files this store already hashed whole, by their stat: a step's pre-flight quote and its
+        # generation look each image up, and an unchanged file need not be read twice.
+        self._verified: dict[str, tuple[int, int, int, str]] = {}
 
     def image_path(self, key: str) -> Path:
         return self.root / "images" / key[:2] / f"{key}.png"
@@ -71,13 +74,16 @@ class ImageStore:
         except (ValueError, UnicodeDecodeError) as e:
             return Lookup("unrecorded" if image.is_file() else "missing", reason=f"record {rec} unreadable ({e})")
         try:
-            size = image.stat().st_size
+            st = image.stat()
         except FileNotFoundError:
             return Lookup("damaged", record, f"{image} is missing")
-        if "bytes" in record and size != record["bytes"]:
-            return Lookup("damaged", record, f"{image} has {size} bytes, {record['bytes']} were stored")
-        if sha256_file(image) != record["sha256"]:
-            return Lookup("damaged", record, f"{image} does not match the sha256 recorded when it was stored")
+        if "bytes" in record and st.st_size != record["bytes"]:
+            return Lookup("damaged", record, f"{image} has {st.st_size} bytes, {record['bytes']} were stored")
+        seen = (st.st_ino, st.st_size, st.st_mtime_ns, record["sha256"])
+        if self._verified.get(key) != seen:
+            if sha256_file(image) != record["sha256"]:
+                return Lookup("damaged", record, f"{image} does not match the sha256 recorded when it was stored")
+            self._verified[key] = seen
         return Lookup("ok", record)
 
     def quarantine(self, key: str) -> Path | None:
