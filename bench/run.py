@@ -92,7 +92,7 @@ def time_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, st
 def render_seconds(layout: DataLayout, panels: int) -> float:
     """The local renderer alone, on the same panel requests (its own cost, not the pipeline's)."""
     from webtoon_assets.manifests import ImageSet, Storyboard
-    from webtoon_assets.assets.requests import panel_references, panel_request
+    from webtoon_assets.recipes.requests import panel_references, panel_request
     from webtoon_assets.gateway.providers.local import LocalProvider
 
     series = load_series(layout, SERIES)

@@ -9,7 +9,7 @@ from webtoon_assets.assets.checks import ConsistencyScores, check_specs, cost_ch
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
-from webtoon_assets.assets.requests import panel_references, panel_request
+from webtoon_assets.recipes.requests import panel_references, panel_request
 from webtoon_assets.gateway.resource import GatewayResource
 
 

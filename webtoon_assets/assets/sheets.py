@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, DynamicPa
 from webtoon_assets.assets.common import load_inputs, make_images
 from webtoon_assets.manifests import Storyboard
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
-from webtoon_assets.assets.requests import background_request, character_request, style_request
+from webtoon_assets.recipes.requests import background_request, character_request, style_request
 from webtoon_assets.gateway.resource import GatewayResource
 
 

@@ -5,7 +5,7 @@ from dagster import (AssetExecutionContext, AssetsDefinition, DynamicPartitionsD
                      MaterializeResult, MetadataValue)
 
 from webtoon_assets.assets.common import load_inputs, preflight
-from webtoon_assets.assets.plan import episode_requests
+from webtoon_assets.recipes.episode import episode_requests
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, script_path
 from webtoon_assets.costs import refresh_cost_tables

@@ -6,7 +6,7 @@ on sizes, not on pixels), and it is counted as a miss."""
 
 from __future__ import annotations
 
-from webtoon_assets.assets.requests import (background_request, character_request, panel_references, panel_request,
+from webtoon_assets.recipes.requests import (background_request, character_request, panel_references, panel_request,
                                             style_request)
 from webtoon_assets.bible import Series
 from webtoon_assets.bible.models import size_pixels
