@@ -5,7 +5,7 @@ from __future__ import annotations
 from dagster import DagsterInstance, Definitions
 
 from webtoon_assets.bible import episode_ids, load_episode, load_series
-from webtoon_assets.definitions import season_job_name
+from webtoon_assets.series import season_job_name
 from webtoon_assets.assets.partitions import episode_partitions
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.runs import execute_run, start_up

@@ -129,7 +129,7 @@ def test_processes_on_one_episode_never_together_exceed_its_budget(tmp_path):
         p.join(120)
     outcomes = [o for _ in procs for o in q.get(timeout=5)]
     rows = list(read_rows(tmp_path / "ledger"))
-    spent = sum((r.cost_usd for r in rows), Decimal(0))
+    spent = sum((r.counted_usd for r in rows), Decimal(0))
     assert outcomes.count("ok") == 2 and spent == Decimal("0.010") <= Decimal("0.012")
     assert [r.status for r in rows].count("refused") == 7
 

@@ -62,13 +62,13 @@ def test_offline_season_is_an_exact_quote(season):
     generated = [r for r in rows if r.status == "generated"]
     assert all(r.billed_usd == 0 for r in rows) and all(r.list_usd > 0 for r in generated)
     quote_total = sum(r.list_usd for r in generated)
-    (billed, cost, n), = sql(layout, "SELECT sum(billed_usd), sum(cost_usd), count(*) FROM generations")
+    (billed, cost, n), = sql(layout, "SELECT sum(spent_usd), sum(counted_usd), count(*) FROM generations")
     assert billed == 0 and cost == quote_total and n == len(rows)
-    assert sql(layout, "SELECT sum(cost_usd) FROM episode_spend")[0][0] == quote_total
-    assert sql(layout, "SELECT sum(cost_usd) FROM asset_spend")[0][0] == quote_total
-    assert sql(layout, "SELECT sum(cost_usd) FROM model_spend")[0][0] == quote_total
+    assert sql(layout, "SELECT sum(counted_usd) FROM episode_spend")[0][0] == quote_total
+    assert sql(layout, "SELECT sum(counted_usd) FROM asset_spend")[0][0] == quote_total
+    assert sql(layout, "SELECT sum(counted_usd) FROM model_spend")[0][0] == quote_total
     # one row per attempt: hits are recorded, with what they saved
-    (hits, saved), = sql(layout, "SELECT count(*), sum(list_usd) FROM generations WHERE status = 'cached'")
+    (hits, saved), = sql(layout, "SELECT count(*), sum(saved_usd) FROM generations WHERE status = 'cached'")
     assert hits == 9 and saved > 0  # ep02: style, mira, tomas, lantern_shop; ep03: style, mira, juno, tomas, alley
 
 
@@ -93,7 +93,7 @@ def test_amortising_over_a_longer_planned_season_leaves_the_rest_to_later_episod
     set_planned(layout, 10)
     refresh_cost_tables(layout)
     (paid, amort, shared), = sql(layout, "SELECT sum(as_paid_usd), sum(amortised_usd), sum(shared_usd) FROM amortization")
-    (one_time,), = sql(layout, "SELECT sum(cost_usd) FROM generations WHERE reusable AND status = 'generated'")
+    (one_time,), = sql(layout, "SELECT sum(counted_usd) FROM generations WHERE reusable AND status = 'generated'")
     assert shared == pytest.approx(one_time * Decimal(3) / Decimal(10), abs=Decimal("0.00000003"))
     assert amort < paid
 
@@ -118,7 +118,7 @@ def test_platform_whatif_reprices_real_usage_and_ranks_it(season):
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
     models = {r[2]: r for r in rows}
     # the season was made (offline) on FLUX.2 [flash]: re-pricing it there gives the same total
-    (quoted,), = sql(layout, "SELECT sum(list_usd) FROM generations WHERE status = 'generated'")
+    (quoted,), = sql(layout, "SELECT sum(quote_usd) FROM generations")
     assert models["FLUX.2 [flash]"][3] == quoted and models["FLUX.2 [flash]"][5] == 30
     # every image model of the study is compared, on every platform
     assert {"FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]", "Nano Banana Pro", "Seedream 4.5",
@@ -146,9 +146,10 @@ def test_platform_whatif_ranks_by_the_10_episode_total_among_models_taking_every
 
 def test_materializations_carry_the_cost_numbers(produced):
     meta = produced[1].get_latest_materialization_event(AssetKey([SAMPLE, "panels"])).asset_materialization.metadata
-    for key in ("cost_usd", "list_usd", "credits", "generations", "cache_hits", "megapixels"):
+    for key in ("spent_usd", "quote_usd", "saved_usd", "episode_spent_usd", "episode_quote_usd", "credits",
+                "generations", "cache_hits", "megapixels"):
         assert isinstance(meta[key].value, (int, float)), key
-    assert meta["cost_usd"].value == 0 and meta["list_usd"].value > 0 and meta["generations"].value == 9
+    assert meta["spent_usd"].value == 0 and meta["quote_usd"].value > 0 and meta["generations"].value == 9
     assert "| p01 | paid | `fal-ai/flux-2/flash/edit` |" in meta["items"].value
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter, build_init_resource_context
 
-from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.resources import DataRootResource, GatewayResource, LocalProviderResource
 from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.instance import DEFAULT_HOME, open_instance, prepare_home
 from webtoon_assets.paths import REPO_ROOT
@@ -344,9 +344,10 @@ def test_the_gateway_sweeps_at_set_up(layout):
     left = left.with_name(left.name.replace(f".{os.getpid()}.", f".{dead_pid()}."))
     left.parent.mkdir(parents=True, exist_ok=True)
     left.write_bytes(b"half an image")
-    resource = GatewayResource(data_dir=str(layout.root), provider="local")
+    resource = GatewayResource(data=DataRootResource(data_dir=str(layout.root)), provider=LocalProviderResource())
     resource.setup_for_execution(build_init_resource_context())
     try:
+        resource._open()  # the library starts (and sweeps) on a step's first generation
         assert not left.exists()
     finally:
         resource.teardown_after_execution(build_init_resource_context())

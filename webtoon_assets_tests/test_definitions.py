@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
 from webtoon_assets.paths import REPO_ROOT
 
@@ -27,7 +27,7 @@ def test_every_series_gets_its_assets_job_and_sensor(defs):
     keys = {"/".join(k.path) for k in defs.resolve_all_asset_keys()}
     assert keys == {f"lantern_street/{a}" for a in
                     ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "lettered_panels",
-                     "episode_strip", "model_trial")}
+                     "episode_strip", "season_reader", "model_trial", "model_recommendation")} | {"cost_tables"}
     assert defs.resolve_job_def("lantern_street__trial").partitions_def.get_partition_keys() == [
         "fal-ai__flux-2__flash__edit", "fal-ai__flux-2__turbo__edit", "fal-ai__flux-2__edit", "fal-ai__flux-2-pro__edit"]
     assert defs.resolve_job_def("lantern_street__season")
@@ -65,8 +65,10 @@ def test_make_ui_listens_where_told():
 
 
 def test_episode_checks_are_partitioned_like_their_assets(defs):
+    graph = defs.resolve_asset_graph()
     for name, check in (("panels", "cost_per_panel_target"), ("panels", "character_consistency"),
                         ("episode_strip", "webtoon_canvas_limits")):
-        asset = defs.resolve_assets_def(AssetKey(["lantern_street", name]))
-        spec = next(s for s in asset.check_specs if s.name == check)
-        assert spec.partitions_def == asset.partitions_def and spec.partitions_def.name == "lantern_street__episodes"
+        key = AssetKey(["lantern_street", name])
+        spec = graph.get_check_spec(AssetCheckKey(key, check))
+        assert spec.partitions_def == graph.get(key).partitions_def
+        assert spec.partitions_def.name == "lantern_street__episodes"

@@ -10,9 +10,9 @@ import pytest
 from dagster import AssetCheckKey, AssetKey
 from PIL import Image, ImageChops
 
-from webtoon_assets.assets.strip import CHECK, limits_check
+from webtoon_assets.assets.episode_strip import CHECK, limits_check
 from webtoon_assets.bible import load_episode, load_series
-from webtoon_assets.compose.strip import MAX_EPISODE_BYTES, MAX_SLICE_BYTES, MAX_SLICE_HEIGHT
+from webtoon_assets.compose.canvas import MAX_EPISODE_BYTES, MAX_SLICE_BYTES, MAX_SLICE_HEIGHT
 from webtoon_assets.definitions import build_definitions
 from webtoon_assets.demo import run_season
 from webtoon_assets.letter import layout

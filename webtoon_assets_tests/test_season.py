@@ -72,7 +72,9 @@ def test_rematerializing_an_episode_makes_no_new_images(instance, defs, layout):
     event = instance.get_latest_materialization_event(AssetKey([SAMPLE, "panels"]))
     meta = event.asset_materialization.metadata
     assert meta["generations"].value == 0 and meta["cache_hits"].value == meta["images"].value == 10
-    assert meta["cost_usd"].value == 0 and meta["saved_usd"].value > 0
+    assert meta["spent_usd"].value == 0 and meta["quote_usd"].value == 0 and meta["saved_usd"].value > 0
+    # the episode to date is unchanged by the re-run: plotted by partition, it still shows what ep01 cost
+    assert meta["episode_spent_usd"].value == 0 and meta["episode_quote_usd"].value == 0.24
 
 
 def test_a_new_take_makes_a_new_version_and_keeps_the_old(instance, defs, layout):

@@ -142,7 +142,9 @@ def run_trial(layout, tmp_path):
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
         results = [job.execute_in_process(instance=inst, partition_key=k)
                    for k in job.partitions_def.get_partition_keys()]
-        meta = inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_trial"])).asset_materialization.metadata
+        meta = {**inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_trial"])).asset_materialization.metadata,
+                **inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_recommendation"]))
+                .asset_materialization.metadata}
     return results, meta
 
 
@@ -166,8 +168,9 @@ def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
     assert all(r[3] == "not measured (preview stand-ins)" for r in rows)
     (action, model, reason), = sql(layout, "SELECT action, model, reason FROM model_recommendation")
     assert (action, model) == ("none", None) and reason.startswith("offline previews are not measured")
-    assert meta["recommendation"].value.startswith("**none**")
-    assert "recommendation" in meta and meta["consistency"].value >= 0 and meta["cost_per_panel_usd"].value > 0
+    assert meta["recommendation"].value.startswith("**none**") and meta["trials"].value == 4
+    assert meta["consistency"].value >= 0 and meta["cost_per_panel_usd"].value > 0
+    assert meta["spent_usd"].value == 0 and meta["quote_usd"].value > 0  # offline: nothing billed, a quote
     ledger = list(read_rows(layout.ledger_dir))
     # 1 base + 5 variations per model; offline the base is the same preview for every model's text endpoint
     assert {r.asset for r in ledger} == {"model_trial"} and all(r.episode == "" for r in ledger)

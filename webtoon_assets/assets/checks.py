@@ -8,10 +8,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-from dagster import (AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, MetadataValue,
-                     PartitionsDefinition, PreviewWarning)
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition,
+                     AssetCheckSpec, AssetKey, MetadataValue, PartitionsDefinition, PreviewWarning, multi_asset_check)
 
-from webtoon_assets.bible import Series
+from webtoon_assets.bible import BibleError, Series, load_series
+from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.paths import DataLayout
@@ -28,16 +29,42 @@ def episode_check_spec(name: str, partitions: PartitionsDefinition, **kwargs) ->
         return AssetCheckSpec(name, partitions_def=partitions, **kwargs)
 
 
-def check_specs(series_id: str, partitions: PartitionsDefinition) -> list[AssetCheckSpec]:
-    key = AssetKey([series_id, "panels"])
-    return [episode_check_spec(COST_CHECK, partitions, asset=key,
-                               description="cost per panel, as paid and amortised, vs the target"),
-            episode_check_spec(CONSISTENCY_CHECK, partitions, asset=key,
-                               description="each panel's characters against their sheets (series.yaml trial.scorer)")]
+def consistency_spec(series_id: str, partitions: PartitionsDefinition) -> AssetCheckSpec:
+    return episode_check_spec(CONSISTENCY_CHECK, partitions, asset=AssetKey([series_id, "panels"]),
+                              description="each panel's characters against their sheets (series.yaml trial.scorer)")
 
 
-def cost_check(layout: DataLayout, series: Series, episode: str) -> AssetCheckResult:
+def cost_check(series_id: str, partitions: PartitionsDefinition) -> AssetChecksDefinition:
+    """Cost per panel of the episode, as paid and amortised, against the series' target. It reads the
+    cost tables, so it runs after cost_tables in the same run (``additional_deps``); launched with the
+    panels alone, it first brings the tables up to date if they are older than the panels."""
+    panels = AssetKey([series_id, "panels"])
+    spec = episode_check_spec(COST_CHECK, partitions, asset=panels, additional_deps=[AssetKey("cost_tables")],
+                              description="cost per panel, as paid and amortised, vs the target")
+
+    @multi_asset_check(specs=[spec], name=f"{series_id}__{COST_CHECK}",
+                       required_resource_keys={"data"})
+    def check(context: AssetCheckExecutionContext):
+        layout: DataLayout = context.resources.data.layout
+        episode = context.partition_key
+        latest = context.instance.get_latest_materialization_event(panels)
+        built = layout.duckdb_path.stat().st_mtime if layout.duckdb_path.is_file() else 0.0
+        if latest is None or built < latest.timestamp:
+            refresh_cost_tables(layout, log=context.log.warning)
+        try:
+            series = load_series(layout, series_id)
+        except BibleError as e:
+            yield AssetCheckResult(check_name=COST_CHECK, asset_key=panels, passed=False,
+                                   severity=AssetCheckSeverity.WARN, description=f"{episode}: {e}")
+            return
+        yield episode_cost_result(layout, series, episode)
+
+    return check
+
+
+def episode_cost_result(layout: DataLayout, series: Series, episode: str) -> AssetCheckResult:
     target = series.budget.target_per_panel_usd
+    key = AssetKey([series.id, "panels"])
     try:
         con = duckdb.connect(str(layout.duckdb_path), read_only=True)
         try:
@@ -46,14 +73,14 @@ def cost_check(layout: DataLayout, series: Series, episode: str) -> AssetCheckRe
         finally:
             con.close()
     except duckdb.Error as e:
-        return AssetCheckResult(check_name=COST_CHECK, passed=False, severity=AssetCheckSeverity.WARN,
+        return AssetCheckResult(check_name=COST_CHECK, asset_key=key, passed=False, severity=AssetCheckSeverity.WARN,
                                 description=f"{episode}: the cost tables could not be read: {e}")
     over = [f"{p}: as paid ${paid:.4f}, amortised ${amort:.4f} per panel" for p, paid, amort in rows
             if paid > target or amort > target]
     paid = max((r[1] for r in rows), default=Decimal(0))
     amort = max((r[2] for r in rows), default=Decimal(0))
     return AssetCheckResult(
-        check_name=COST_CHECK, passed=not over, severity=AssetCheckSeverity.WARN,
+        check_name=COST_CHECK, asset_key=key, passed=not over, severity=AssetCheckSeverity.WARN,
         description=f"{episode}: " + (f"over the target ${target}: " + "; ".join(over) if over else
                                       f"cost per panel ${paid:.4f} as paid, ${amort:.4f} amortised, "
                                       f"within the target ${target}"),

@@ -4,27 +4,25 @@ Lettering is its own step after generation, so a change of words re-letters with
 image: the panels it reads are cache hits (no dialogue ever enters an image prompt). The clean
 panel is kept beside the lettered one."""
 
-from typing import Any
-
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
 from PIL import Image
 
-from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.compose.strip import save_png
-from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.compose.canvas import save_png
 from webtoon_assets.letter import draw_lettering, layout
 from webtoon_assets.manifests import ImageSet, LetteredPanel, LetteredSet, Storyboard
+from webtoon_assets.resources import DataRootResource
+from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 
 
-def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
     @episode_asset(series_id, partitions, kinds={"image"},
                    description="Each panel lettered: balloons with tails, thought clouds, captions, sound effects.")
-    def lettered_panels(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
-                        panels: dict[str, Any]) -> MaterializeResult:
-        board = Storyboard.model_validate(storyboard)
-        clean = ImageSet.model_validate(panels).by_item()
-        out_dir = gateway.layout.output_dir(series_of(context), context.partition_key) / "lettered"
+    def lettered_panels(context: AssetExecutionContext, data: DataRootResource, storyboard: Storyboard,
+                        panels: ImageSet) -> MaterializeResult[LetteredSet]:
+        board = storyboard
+        clean = panels.by_item()
+        out_dir = data.layout.output_dir(series_id, context.partition_key) / "lettered"
         items, warnings, thumbs = [], [], []
         for plan in board.panels:
             src = clean[plan.id]

@@ -3,25 +3,25 @@ a base reference of one character from the model's text-to-image endpoint, then 
 made with that reference on the candidate (multi-reference) endpoint, each scored for
 consistency against the base; and the model's cost per panel at this series' panel sizes. Every
 generation goes through the gateway, so the trial's own spend is in the ledger. Each run also
-recommends a model from every trial made so far, by the study's decision tree."""
+recommends a model from every trial made so far, by the study's decision tree: the
+model_recommendation asset, downstream of every candidate's trial."""
 
 import json
 from decimal import Decimal
 from pathlib import Path
 
-from dagster import (AssetExecutionContext, AssetsDefinition, Failure, MaterializeResult, MetadataValue,
-                     StaticPartitionsDefinition, asset)
+from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
+                     MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset)
 
-from webtoon_assets.assets.common import contact_sheet_md, thumbnail
 from webtoon_assets.bible import BibleError, Episode, Series, episode_ids, load_episode, load_series
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.consistency.decision import Candidate, recommend, verdict
-from webtoon_assets.costs import refresh_cost_tables
+from webtoon_assets.files import write_text_atomic
 from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
-from webtoon_assets.gateway.budget import BudgetExceeded
-from webtoon_assets.gateway.resource import GatewayResource
-from webtoon_assets.gateway.retry import GenerationFailed
-from webtoon_assets.pricing import PriceBook, QuoteError, UnknownEndpoint, quote
+from webtoon_assets.paths import DataLayout
+from webtoon_assets.pricing import PriceBook, quote
+from webtoon_assets.resources import DataRootResource, GatewayResource
+from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
 
@@ -45,8 +45,8 @@ def endpoint_of(key: str) -> str:
     return key.replace("__", "/")
 
 
-def trial_dir(gateway: GatewayResource, series_id: str) -> Path:
-    return gateway.layout.output_dir(series_id) / "trials"
+def trial_dir(layout: DataLayout, series_id: str) -> Path:
+    return layout.output_dir(series_id) / "trials"
 
 
 def text_endpoint(book: PriceBook, endpoint: str) -> str:
@@ -74,43 +74,40 @@ def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: lis
     return sum(prices, Decimal(0)) / len(prices)
 
 
-def build_trial(series_id: str, candidates: list[str]) -> AssetsDefinition:
+def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition:
     partitions = StaticPartitionsDefinition([partition_key(c) for c in candidates])
 
     @asset(key_prefix=[series_id], partitions_def=partitions, group_name=f"{series_id}_trial", kinds={"image"},
            pool="image_generation", description="One candidate model's trial: base reference, N variations, "
-                                                "consistency scores, cost per panel, verdict; and the recommendation.")
+                                                "consistency scores, cost per panel and verdict.")
     def model_trial(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult:
         endpoint = endpoint_of(context.partition_key)
-        gw = gateway.gateway
-        try:
-            series = load_series(gateway.layout, series_id)
-            book = gw.pricebook
+        with gateway.session(context, episode="") as s:  # trial spend belongs to no episode
+            series = s.series()
+            book = s.pricebook
             entry = book.entry(endpoint)
-            episodes = [e for e in (load_episode(gateway.layout, series, i) for i in episode_ids(gateway.layout, series_id))
+            episodes = [e for e in (load_episode(s.layout, series, i) for i in episode_ids(s.layout, series_id))
                         if isinstance(e, Episode)]
-        except (BibleError, UnknownEndpoint) as e:
-            raise Failure(description=str(e), allow_retries=False) from e
-        t = series.trial
-        cid = t.character or next(iter(series.characters))
-        c = series.characters[cid]
-        out = trial_dir(gateway, series_id) / context.partition_key
-        hints = PreviewHints(kind="character", title=f"{c.name} ({entry.model})", palette=series.style.palette[:2],
-                             figures=[Figure(name=c.name, palette=c.palette)])
+            t = series.trial
+            cid = t.character or next(iter(series.characters))
+            c = series.characters[cid]
+            out = trial_dir(s.layout, series_id) / context.partition_key
+            hints = PreviewHints(kind="character", title=f"{c.name} ({entry.model})", palette=series.style.palette[:2],
+                                 figures=[Figure(name=c.name, palette=c.palette)])
 
-        def who(item: str) -> Attribution:  # trial spend belongs to no episode
-            return Attribution(series=series_id, episode="", asset="model_trial", item=f"{partition_key(endpoint)}:{item}")
+            def who(item: str) -> Attribution:
+                return Attribution(series=series_id, episode="", asset="model_trial",
+                                   item=f"{partition_key(endpoint)}:{item}")
 
-        base_prompt = (f"Character reference of {character_clause(series, cid)}. Full body, neutral pose, plain light "
-                       f"background. {style_clause(series)} {NO_TEXT}")
-        try:
-            base = gw.generate(GenerationRequest(
+            base_prompt = (f"Character reference of {character_clause(series, cid)}. Full body, neutral pose, plain "
+                           f"light background. {style_clause(series)} {NO_TEXT}")
+            base = s.generate(GenerationRequest(
                 endpoint=text_endpoint(book, endpoint), preview=hints, attribution=who("base"),
                 arguments={"prompt": base_prompt, "image_size": "portrait_4_3",
                            "seed": stable_seed(series_id, "trial", cid)}))
             ref = Reference(role=f"character:{cid}", path=str(base.path), sha256=base.sha256, width=base.width,
                             height=base.height)
-            variations = list(gw.generate_many([GenerationRequest(
+            variations = list(s.generate_many([GenerationRequest(
                 endpoint=endpoint, references=[ref] if entry.max_references else [], attribution=who(f"v{i + 1}"),
                 preview=hints.model_copy(update={"kind": "panel", "shot": ["full", "close-up", "full", "medium"][i % 4],
                                                  "caption": SITUATIONS[i % len(SITUATIONS)]}),
@@ -118,46 +115,67 @@ def build_trial(series_id: str, candidates: list[str]) -> AssetsDefinition:
                                      f"{character_clause(series, cid)}. {style_clause(series)} {NO_TEXT}",
                            "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)})
                 for i in range(t.variations)]))
-            scorer = make_scorer(t.scorer, gw, t.judge.endpoint, t.judge.arguments, who("judge"))
-            scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path) for v in variations}
-        except (BudgetExceeded, QuoteError, GenerationFailed, ValueError) as e:
-            raise Failure(description=f"trial of {endpoint}: {e}", allow_retries=False) from e
-        finally:
-            refresh_cost_tables(gateway.layout, log=context.log.warning)
-        consistency = round(sum(scores.values()) / len(scores), 2)
-        measured = gw.provider.name != "local"  # offline, the scores compare preview stand-ins: not a measurement
-        per_panel = cost_per_panel(book, endpoint, series, episodes)
-        spent = [base, *variations]
-        result = {
-            "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
-            "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
-            "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
-            "cost_per_panel_usd": str(per_panel),
-            "trial_billed_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
-            "trial_list_usd": str(sum((r.list_usd for r in spent), Decimal(0))),
-            "provider": gw.provider.name, "base": str(base.path), "images": [str(v.path) for v in variations],
-        }
-        out.parent.mkdir(parents=True, exist_ok=True)
-        (out.with_suffix(".json")).write_text(json.dumps(result, indent=1))
-        rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
-                                   measured=r.get("provider") != "local") for r in load_trials(gateway, series_id)],
-                        t.thresholds, series.budget.target_per_panel_usd)
-        (trial_dir(gateway, series_id) / "recommendation.json").write_text(json.dumps(rec.__dict__, indent=1))
-        refresh_cost_tables(gateway.layout, log=context.log.warning)
-        context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "
-                         f"${per_panel:.4f}/panel; recommendation: {rec.action} {rec.model or ''}")
-        table = "\n".join(["| variation | score |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scores.items()])
-        return MaterializeResult(metadata={
-            "consistency": consistency, "cost_per_panel_usd": float(per_panel), "verdict": result["verdict"],
-            "scorer": scorer.name, "scores": MetadataValue.md(table),
-            "cost_usd": float(result["trial_billed_usd"]), "list_usd": float(result["trial_list_usd"]),
-            "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}: {rec.reason}"),
-            "preview": MetadataValue.md(contact_sheet_md([thumbnail(base.path), *(thumbnail(v.path) for v in variations)])),
-        })
+            try:
+                scorer = make_scorer(t.scorer, s.gateway, t.judge.endpoint, t.judge.arguments, who("judge"))
+                scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path)
+                          for v in variations}
+            except ValueError as e:
+                raise Failure(description=f"trial of {endpoint}: {e}", allow_retries=False) from e
+            consistency = round(sum(scores.values()) / len(scores), 2)
+            measured = s.provider != "local"  # offline, the scores compare preview stand-ins: not a measurement
+            per_panel = cost_per_panel(book, endpoint, series, episodes)
+            spent = [base, *variations]
+            result = {
+                "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
+                "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
+                "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
+                "cost_per_panel_usd": str(per_panel),
+                "trial_spent_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
+                "trial_quote_usd": str(sum((r.list_usd for r in spent if r.status == "generated"), Decimal(0))),
+                "provider": s.provider, "base": str(base.path), "images": [str(v.path) for v in variations],
+            }
+            write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
+            context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "
+                             f"${per_panel:.4f}/panel")
+            table = "\n".join(["| variation | score |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scores.items()])
+            return s.materialize(metadata={
+                "consistency": consistency, "cost_per_panel_usd": float(per_panel), "verdict": result["verdict"],
+                "scorer": scorer.name, "scores": MetadataValue.md(table),
+                "preview": MetadataValue.md(contact_sheet_md([thumbnail(base.path),
+                                                              *(thumbnail(v.path) for v in variations)])),
+            })
 
     return model_trial
 
 
-def load_trials(gateway: GatewayResource, series_id: str) -> list[dict]:
-    folder = trial_dir(gateway, series_id)
+def model_recommendation_asset(series_id: str) -> AssetsDefinition:
+    @asset(key=AssetKey([series_id, "model_recommendation"]), group_name=f"{series_id}_trial", kinds={"json"},
+           deps=[AssetKey([series_id, "model_trial"])], automation_condition=AutomationCondition.eager(),
+           description="The cost study's decision tree over every candidate tried so far: which model to use.")
+    def model_recommendation(context: AssetExecutionContext, data: DataRootResource) -> MaterializeResult:
+        layout = data.layout
+        try:
+            series = load_series(layout, series_id)
+        except BibleError as e:
+            raise Failure(description=str(e), allow_retries=False) from e
+        trials = load_trials(layout, series_id)
+        rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
+                                   measured=r.get("provider") != "local") for r in trials],
+                        series.trial.thresholds, series.budget.target_per_panel_usd)
+        write_text_atomic(trial_dir(layout, series_id) / "recommendation.json", json.dumps(rec.__dict__, indent=1))
+        context.log.info(f"recommendation from {len(trials)} trial(s): {rec.action} {rec.model or ''}")
+        rows = ["| model | endpoint | $/panel | consistency | verdict |", "|---|---|---|---|---|"] + [
+            f"| {r['model']} | `{r['endpoint']}` | ${Decimal(r['cost_per_panel_usd']):.4f} | {r['consistency']}% | "
+            f"{r['verdict']} |" for r in sorted(trials, key=lambda r: Decimal(r["cost_per_panel_usd"]))]
+        return MaterializeResult(metadata={
+            "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}: {rec.reason}"),
+            "action": rec.action, "model": rec.model or "", "trials": len(trials),
+            "candidates": MetadataValue.md("\n".join(rows)),
+        })
+
+    return model_recommendation
+
+
+def load_trials(layout: DataLayout, series_id: str) -> list[dict]:
+    folder = trial_dir(layout, series_id)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "recommendation.json"]

@@ -3,9 +3,9 @@
 from webtoon_assets.bible.episode import DialogueLine, Episode, Panel, ProseScript, Scene
 from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.loader import episode_ids, load_episode, load_series, script_path, series_ids
-from webtoon_assets.bible.models import Character, FamilyModel, Location, Series, Style, size_pixels
+from webtoon_assets.bible.models import Character, FamilyModel, Location, Series, Style
 
 __all__ = [
     "BibleError", "Character", "DialogueLine", "Episode", "FamilyModel", "Location", "Panel", "ProseScript", "Scene",
-    "Series", "Style", "episode_ids", "load_episode", "load_series", "script_path", "series_ids", "size_pixels",
+    "Series", "Style", "episode_ids", "load_episode", "load_series", "script_path", "series_ids",
 ]

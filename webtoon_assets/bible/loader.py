@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -14,10 +14,16 @@ from webtoon_assets.bible.script import parse_script
 from webtoon_assets.bible.yaml_strict import Lines, load_yaml
 from webtoon_assets.paths import DataLayout
 
-if TYPE_CHECKING:  # the price book imports the bible's errors: no import cycle at run time
-    from webtoon_assets.pricing.book import PriceBook
-
 SCRIPT_SUFFIX = ".txt"
+
+
+class PricedEndpoints(Protocol):
+    """What the model check needs of the price book: ``webtoon_assets.pricing.PriceBook``, which is a
+    layer above the bible (it reads its file with the bible's strict YAML and reports BibleError)."""
+
+    def has(self, endpoint: str) -> bool: ...
+
+    def argument_problems(self, endpoint: str, arguments: dict[str, Any]) -> dict[str, str]: ...
 
 
 def _slug(value: str, what: str, where: Path | str) -> str:
@@ -43,7 +49,7 @@ def _series_dir(layout: DataLayout, series_id: str) -> Path:
     return _inside_root(layout, layout.series_root / series_id, "the series folder")
 
 
-def load_series(layout: DataLayout, series_id: str, book: PriceBook | None = None) -> Series:
+def load_series(layout: DataLayout, series_id: str, book: PricedEndpoints | None = None) -> Series:
     """The validated series.yaml. With ``book``, also every model's endpoint is in it and its
     ``arguments`` are ones the endpoint accepts: what the CLI and each asset check before spending."""
     path = _inside_root(layout, _series_dir(layout, series_id) / "series.yaml", "series.yaml")
@@ -65,7 +71,7 @@ def load_series(layout: DataLayout, series_id: str, book: PriceBook | None = Non
     return series
 
 
-def model_problems(series: Series, book: PriceBook, lines: Lines | None = None) -> list[str]:
+def model_problems(series: Series, book: PricedEndpoints, lines: Lines | None = None) -> list[str]:
     """Each model's endpoint has a price-book entry, and its arguments fit what the entry accepts."""
     lines = lines or {}
 

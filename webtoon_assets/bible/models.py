@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from webtoon_assets.sizes import IMAGE_SIZE_PRESETS
+
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ENDPOINT_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9._-]*)+$")
 
@@ -38,16 +40,6 @@ Colour = Annotated[str, AfterValidator(check_colour)]
 Endpoint = Annotated[str, AfterValidator(check_endpoint)]
 Take = Annotated[int, Field(ge=1, description="bump to ask for a new version; old ones are kept")]
 
-IMAGE_SIZE_PRESETS: dict[str, tuple[int, int]] = {
-    # fal's image_size presets (BRIEF.md), width × height
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -59,14 +51,6 @@ class CustomSize(Strict):
 
 
 ImageSize = Literal[tuple(IMAGE_SIZE_PRESETS)] | CustomSize  # type: ignore[valid-type]
-
-
-def size_pixels(size: str | CustomSize | dict[str, int]) -> tuple[int, int]:
-    if isinstance(size, str):
-        return IMAGE_SIZE_PRESETS[size]
-    if isinstance(size, dict):
-        return int(size["width"]), int(size["height"])
-    return size.width, size.height
 
 
 class Style(Strict):
@@ -144,7 +128,10 @@ class Models(Strict):
         return self.panels.image_size if "image_size" in self.panels.model_fields_set else None
 
 
-class Budget(Strict):
+class BudgetLimits(Strict):
+    """The series.yaml ``budget:`` block: what an episode may cost. The spend itself is guarded by
+    ``webtoon_assets.gateway.budget.Budgets``."""
+
     per_episode_usd: Decimal | None = Field(default=None, ge=0)
     target_per_panel_usd: Decimal = Field(default=Decimal("0.05"), gt=0)
 
@@ -187,7 +174,7 @@ class Series(Strict):
     characters: dict[Slug, Character] = Field(min_length=1)
     locations: dict[Slug, Location] = Field(min_length=1)
     models: Models = Field(default_factory=Models)
-    budget: Budget = Field(default_factory=Budget)
+    budget: BudgetLimits = Field(default_factory=BudgetLimits)
     trial: Trial = Field(default_factory=Trial)
 
     @model_validator(mode="after")

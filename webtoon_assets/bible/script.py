@@ -29,8 +29,9 @@ from pydantic import ValidationError
 
 from webtoon_assets.bible.episode import LINE_KINDS, SHOTS, Episode, ProseScript
 from webtoon_assets.bible.errors import BibleError
-from webtoon_assets.bible.models import IMAGE_SIZE_PRESETS, Series
+from webtoon_assets.bible.models import Series
 from webtoon_assets.bible.yaml_strict import read_text
+from webtoon_assets.sizes import IMAGE_SIZE_PRESETS
 
 SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?::\s*(?P<desc>.*))?$")
 PANEL_RE = re.compile(r"^PANEL\s+(?P<shot>[^:\[]+?)\s*(?::\s*(?P<cast>[^\[]*?))?\s*(?:\[(?P<opts>[^\]]*)\])?\s*$")

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageFilter
 
+from webtoon_assets.files import atomic_path
 from webtoon_assets.gateway import Attribution, Gateway, GenerationRequest, Reference
 from webtoon_assets.gateway.store import sha256_file
 
@@ -90,8 +91,8 @@ class VisionJudgeScorer:
             # crops live in the store's own folder, named by what they are cut from: made once
             crop_path = self.gateway.store.root / "crops" / f"{sha256_file(path)}-{band[0]:.3f}-{band[1]:.3f}.png"
             if not crop_path.is_file():
-                crop_path.parent.mkdir(parents=True, exist_ok=True)
-                character_crop(path, band, 512).save(crop_path)
+                with atomic_path(crop_path) as tmp:  # another scorer may be hashing it already
+                    character_crop(path, band, 512).save(tmp, format="PNG")
             refs.append(Reference(role=role, path=str(crop_path), sha256=sha256_file(crop_path), width=512, height=512))
         result = self.gateway.generate_text(GenerationRequest(
             endpoint=self.endpoint, arguments={"prompt": self.PROMPT, "system_prompt": "You are a strict art director.",

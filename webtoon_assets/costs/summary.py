@@ -65,3 +65,42 @@ def money_warnings(db: Path) -> str:
         return "\n".join(lines)
     finally:
         con.close()
+
+
+DASHBOARD_COLUMNS = ["series", "provider", "episode", "panels", "spent_usd", "quote_usd", "amortised_usd",
+                     "amortised_per_panel_usd", "target_per_panel_usd", "meets_target", "budget_usd", "budget_left_usd"]
+
+
+def season_dashboard(db: Path) -> tuple[list[dict], list[dict]]:
+    """Per episode: spend, quote, amortised $/panel against the target, and the episode budget left;
+    per series and provider: the season so far and its projection over the planned episodes."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cur = con.execute("""
+            SELECT a.series, a.provider, a.episode, a.panels, coalesce(e.spent_usd, 0), coalesce(e.quote_usd, 0),
+                   a.amortised_usd, a.amortised_per_panel_usd, a.target_per_panel_usd, a.meets_target,
+                   s.per_episode_budget_usd,
+                   s.per_episode_budget_usd - coalesce(e.counted_usd, 0)
+            FROM amortization a
+            LEFT JOIN episode_spend e USING (series, provider, episode)
+            JOIN series_info s USING (series)
+            ORDER BY a.series, a.provider, a.episode""")
+        episodes = [dict(zip(DASHBOARD_COLUMNS, row)) for row in cur.fetchall()]
+        cur = con.execute("""
+            SELECT a.series, a.provider, count(*) AS episodes_made, sum(a.panels) AS panels,
+                   sum(e.spent_usd) AS spent_usd, sum(e.quote_usd) AS quote_usd,
+                   CAST(sum(a.amortised_usd) / nullif(sum(a.panels), 0) AS DECIMAL(18,6)) AS amortised_per_panel_usd,
+                   any_value(s.target_per_panel_usd) AS target_per_panel_usd,
+                   any_value(s.planned_episodes) AS planned_episodes,
+                   any_value(p.total_usd) AS projected_season_usd
+            FROM amortization a
+            LEFT JOIN episode_spend e USING (series, provider, episode)
+            JOIN series_info s USING (series)
+            LEFT JOIN projection p ON p.series = a.series AND p.provider = a.provider
+                                  AND p.episodes = s.planned_episodes
+            GROUP BY a.series, a.provider ORDER BY a.series, a.provider""")
+        names = [d[0] for d in cur.description]
+        seasons = [dict(zip(names, row)) for row in cur.fetchall()]
+        return episodes, seasons
+    finally:
+        con.close()

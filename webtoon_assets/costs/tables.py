@@ -8,7 +8,6 @@ refreshing at once take turns on a lock; neither ever writes the file someone is
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Callable
@@ -22,19 +21,19 @@ from webtoon_assets.costs.whatif import platform_whatif
 from webtoon_assets.ledger import LedgerProblem, LedgerRow, read_rows
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import load_pricebook
-from webtoon_assets.temps import temp_path
+from webtoon_assets.files import atomic_path
 
 SQL_VIEWS = Path(__file__).with_name("views.sql")
 MONEY = "DECIMAL(18,8)"
 
 
 def _generations(rows: list[LedgerRow]) -> pd.DataFrame:
-    cols = list(LedgerRow.model_fields) + ["cost_usd", "n_inputs"]
+    cols = list(LedgerRow.model_fields) + ["counted_usd", "n_inputs"]
     data = []
     for r in rows:
         d = r.model_dump(mode="json")
         d["inputs"] = json.dumps(d["inputs"])
-        d["cost_usd"] = str(r.cost_usd)
+        d["counted_usd"] = str(r.counted_usd)
         d["n_inputs"] = len(r.inputs)
         data.append(d)
     return pd.DataFrame(data, columns=cols).astype(object)
@@ -104,12 +103,15 @@ def _trials(layout: DataLayout) -> tuple[pd.DataFrame, pd.DataFrame]:
             else:
                 trials.append(data)
     cols = ["series", "model", "platform", "endpoint", "cost_per_panel_usd", "consistency", "verdict", "scorer",
-            "variations", "character", "trial_billed_usd", "trial_list_usd", "provider"]
-    return (pd.DataFrame([{c: t.get(c) for c in cols} for t in trials], columns=cols).astype(object),
+            "variations", "character", "trial_spent_usd", "trial_quote_usd", "provider"]
+    legacy = {"trial_spent_usd": "trial_billed_usd", "trial_quote_usd": "trial_list_usd"}  # trials made before
+    return (pd.DataFrame([{c: t.get(c, t.get(legacy.get(c, c))) for c in cols} for t in trials],
+                         columns=cols).astype(object),
             pd.DataFrame(recs, columns=["series", "action", "endpoint", "model", "reason"]).astype(object))
 
 
-def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) -> None:
+def write_cost_tables(path: Path, layout: DataLayout, log: Callable[[str], None] = print) -> None:
+    """Write the cost tables and views into a new DuckDB file at ``path``."""
     problems: list[LedgerProblem] = []
     rows = list(read_rows(layout.ledger_dir, problems))
     for p in problems:  # counted out of every sum, but never silently: named here and in ledger_problems
@@ -133,8 +135,11 @@ def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) ->
               CAST(asset AS VARCHAR) AS asset, CAST(item AS VARCHAR) AS item, CAST(reusable AS BOOLEAN) AS reusable,
               CAST(provider AS VARCHAR) AS provider, CAST(endpoint AS VARCHAR) AS endpoint,
               CAST(request_key AS VARCHAR) AS request_key, CAST(status AS VARCHAR) AS status,
-              CAST(billed_usd AS {MONEY}) AS billed_usd, CAST(list_usd AS {MONEY}) AS list_usd,
-              CAST(cost_usd AS {MONEY}) AS cost_usd, CAST(credits AS DECIMAL(18,6)) AS credits,
+              CAST(billed_usd AS {MONEY}) AS spent_usd,
+              CAST(CASE WHEN status = 'generated' THEN CAST(list_usd AS {MONEY}) ELSE 0 END AS {MONEY}) AS quote_usd,
+              CAST(CASE WHEN status = 'cached' THEN CAST(list_usd AS {MONEY}) ELSE 0 END AS {MONEY}) AS saved_usd,
+              CAST(counted_usd AS {MONEY}) AS counted_usd, CAST(list_usd AS {MONEY}) AS list_usd,
+              CAST(credits AS DECIMAL(18,6)) AS credits,
               CAST(units AS DECIMAL(18,6)) AS units, CAST(unit AS VARCHAR) AS unit,
               CAST(megapixels AS DECIMAL(18,6)) AS megapixels, CAST(images AS INTEGER) AS images,
               CAST(seconds AS DECIMAL(18,3)) AS seconds, CAST(width AS INTEGER) AS width,
@@ -159,7 +164,7 @@ def build(path: Path, layout: DataLayout, log: Callable[[str], None] = print) ->
               CAST(cost_per_panel_usd AS DECIMAL(18,6)) AS cost_per_panel_usd, CAST(consistency AS DOUBLE) AS consistency,
               CAST(verdict AS VARCHAR) AS verdict, CAST(scorer AS VARCHAR) AS scorer,
               CAST(variations AS INTEGER) AS variations, CAST(character AS VARCHAR) AS character,
-              CAST(trial_billed_usd AS {MONEY}) AS trial_billed_usd, CAST(trial_list_usd AS {MONEY}) AS trial_list_usd,
+              CAST(trial_spent_usd AS {MONEY}) AS trial_spent_usd, CAST(trial_quote_usd AS {MONEY}) AS trial_quote_usd,
               CAST(provider AS VARCHAR) AS provider FROM _trials_df;
             CREATE TABLE model_recommendation AS SELECT CAST(series AS VARCHAR) AS series,
               CAST(action AS VARCHAR) AS action, CAST(endpoint AS VARCHAR) AS endpoint, CAST(model AS VARCHAR) AS model,
@@ -177,17 +182,15 @@ def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print) 
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(target.with_name(f".{target.name}.lock")):
-            tmp = temp_path(target)  # named by host and pid, so a killed refresh's file is swept
-            try:
-                build(tmp, layout, log)
-                os.replace(tmp, target)
-                # A WAL beside the target belongs to the file just replaced (a read-write session a
-                # user left open or killed): replayed onto the rebuilt file it would bring back stale
-                # tables, or corrupt it. Users' own tables belong in their own database (README).
-                Path(f"{target}.wal").unlink(missing_ok=True)
-            finally:
-                tmp.unlink(missing_ok=True)
-                Path(f"{tmp}.wal").unlink(missing_ok=True)
+            with atomic_path(target) as tmp:  # named by host and pid, so a killed refresh's file is swept
+                try:
+                    write_cost_tables(tmp, layout, log)
+                finally:
+                    Path(f"{tmp}.wal").unlink(missing_ok=True)
+            # A WAL beside the target belongs to the file just replaced (a read-write session a
+            # user left open or killed): replayed onto the rebuilt file it would bring back stale
+            # tables, or corrupt it. Users' own tables belong in their own database (README).
+            Path(f"{target}.wal").unlink(missing_ok=True)
         return target
     except Exception as e:  # noqa: BLE001 - a cost-table refresh must never fail a generation step
         log(f"cost tables not refreshed ({type(e).__name__}: {e}); the ledger has every row")

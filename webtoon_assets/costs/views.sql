@@ -2,16 +2,21 @@
 -- no episode (the model trial: episode '') counts in asset_spend and model_spend, not per episode.
 -- Statuses: generated, cached, refused, failed, unknown (outcome lost: held at its quote),
 -- reconciled (billed_usd corrects the unknown row named in `settles`).
--- cost_usd: billed for paid providers; for offline (local) runs, the list price of what was
--- generated: the offline season is an exact quote. Spend is grouped per provider so an offline
--- quote and a real run of the same season sit side by side.
+-- Money columns mean one thing everywhere (README, "What the cost numbers mean"):
+--   spent_usd   billed: real money (0 offline, on hits, refusals; the quote while unknown)
+--   quote_usd   the list price of what was made (status generated)
+--   saved_usd   the list price of what the cache supplied (status cached)
+--   counted_usd what counts in budgets, amortisation and projections: spent on a paid provider;
+--               offline, the quote (so an offline season is an exact quote)
+--   list_usd    (generations only) the attempt's request at list price, whatever its status
+-- Spend is grouped per provider so an offline quote and a real run of the same season sit side by side.
 
 CREATE VIEW episode_spend AS
 SELECT series, provider, episode,
-       sum(cost_usd) AS cost_usd,
-       sum(billed_usd) AS billed_usd,
-       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
-       coalesce(sum(list_usd) FILTER (WHERE status = 'cached'), 0) AS saved_usd,
+       sum(spent_usd) AS spent_usd,
+       sum(quote_usd) AS quote_usd,
+       sum(saved_usd) AS saved_usd,
+       sum(counted_usd) AS counted_usd,
        count(*) FILTER (WHERE status = 'generated') AS generations,
        count(*) FILTER (WHERE status = 'cached') AS cache_hits,
        count(*) FILTER (WHERE status = 'refused') AS refused,
@@ -21,10 +26,10 @@ SELECT series, provider, episode,
 FROM generations WHERE episode <> '' GROUP BY series, provider, episode;
 
 -- Paid calls whose outcome was lost and is not yet settled by `webtoon reconcile`: each is
--- counted at its quote (billed_usd) in every sum until a `reconciled` row corrects it.
+-- counted at its quote (spent_usd) in every sum until a `reconciled` row corrects it.
 CREATE VIEW unknown_outcomes AS
 SELECT id, time, run_id, series, episode, asset, item, provider, endpoint, request_key, provider_request_id,
-       billed_usd AS held_usd, error
+       spent_usd AS held_usd, error
 FROM generations
 WHERE status = 'unknown'
   AND id NOT IN (SELECT settles FROM generations WHERE status = 'reconciled' AND settles IS NOT NULL)
@@ -32,9 +37,8 @@ ORDER BY time;
 
 CREATE VIEW asset_spend AS
 SELECT series, provider, asset,
-       sum(cost_usd) AS cost_usd, sum(billed_usd) AS billed_usd,
-       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
-       coalesce(sum(list_usd) FILTER (WHERE status = 'cached'), 0) AS saved_usd,
+       sum(spent_usd) AS spent_usd, sum(quote_usd) AS quote_usd, sum(saved_usd) AS saved_usd,
+       sum(counted_usd) AS counted_usd,
        count(*) FILTER (WHERE status = 'generated') AS generations,
        count(*) FILTER (WHERE status = 'cached') AS cache_hits,
        coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels
@@ -42,13 +46,13 @@ FROM generations GROUP BY series, provider, asset;
 
 CREATE VIEW model_spend AS
 SELECT provider, endpoint,
-       sum(cost_usd) AS cost_usd, sum(billed_usd) AS billed_usd,
-       coalesce(sum(list_usd) FILTER (WHERE status = 'generated'), 0) AS list_usd,
+       sum(spent_usd) AS spent_usd, sum(quote_usd) AS quote_usd, sum(saved_usd) AS saved_usd,
+       sum(counted_usd) AS counted_usd,
        count(*) FILTER (WHERE status = 'generated') AS generations,
        count(*) FILTER (WHERE status = 'cached') AS cache_hits,
        coalesce(sum(images) FILTER (WHERE status = 'generated'), 0) AS images,
        coalesce(sum(megapixels) FILTER (WHERE status = 'generated'), 0) AS megapixels,
-       CAST(sum(cost_usd) / nullif(sum(images) FILTER (WHERE status = 'generated'), 0) AS DECIMAL(18,6)) AS usd_per_image
+       CAST(sum(counted_usd) / nullif(sum(images) FILTER (WHERE status = 'generated'), 0) AS DECIMAL(18,6)) AS usd_per_image
 FROM generations GROUP BY provider, endpoint;
 
 -- Amortization. A one-time artifact (style, character, background) generated once costs C and is
@@ -59,7 +63,7 @@ CREATE VIEW amortization AS
 WITH episode_rows AS (
     SELECT * FROM generations WHERE episode <> ''
 ), artifacts AS (
-    SELECT series, provider, request_key, any_value(cost_usd) AS cost_usd
+    SELECT series, provider, request_key, any_value(counted_usd) AS counted_usd
     FROM episode_rows WHERE reusable AND status = 'generated' GROUP BY ALL
 ), uses AS (
     SELECT DISTINCT series, provider, request_key, episode
@@ -71,7 +75,7 @@ WITH episode_rows AS (
     FROM episode_rows WHERE status IN ('generated', 'cached') GROUP BY ALL
 ), shares AS (
     SELECT u.series, u.provider, u.episode,
-           sum(a.cost_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced))) AS shared_usd
+           sum(a.counted_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced))) AS shared_usd
     FROM uses u
     JOIN artifacts a USING (series, provider, request_key)
     JOIN users us USING (series, provider, request_key)
@@ -80,9 +84,9 @@ WITH episode_rows AS (
     GROUP BY ALL
 ), paid AS (
     SELECT series, provider, episode,
-           sum(cost_usd) AS as_paid_usd,
-           coalesce(sum(cost_usd) FILTER (WHERE reusable AND status = 'generated'), 0) AS one_time_made_usd,
-           coalesce(sum(cost_usd) FILTER (WHERE NOT (reusable AND status = 'generated')), 0) AS episode_usd
+           sum(counted_usd) AS as_paid_usd,
+           coalesce(sum(counted_usd) FILTER (WHERE reusable AND status = 'generated'), 0) AS one_time_made_usd,
+           coalesce(sum(counted_usd) FILTER (WHERE NOT (reusable AND status = 'generated')), 0) AS episode_usd
     FROM episode_rows GROUP BY ALL
     HAVING count(*) FILTER (WHERE status IN ('generated', 'cached')) > 0
 )
@@ -154,5 +158,5 @@ ORDER BY series, usage_from, rank NULLS LAST, rank_all;
 -- The model trial: one row per candidate tried, and the decision tree's recommendation.
 CREATE VIEW model_trials AS
 SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, scorer, variations,
-       character, trial_billed_usd, trial_list_usd, provider
+       character, trial_spent_usd, trial_quote_usd, provider
 FROM _trials ORDER BY series, cost_per_panel_usd;

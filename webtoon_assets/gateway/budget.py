@@ -26,11 +26,16 @@ from webtoon_assets.liveness import HOST, writer_alive
 log = logging.getLogger(__name__)
 
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_files (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS spent (scope TEXT PRIMARY KEY, usd TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, episode TEXT NOT NULL, run TEXT NOT NULL,
     usd TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL);
 """
+
+
+# The running sums kept: a new kind of sum recounts the ledger once (offsets and sums are reset).
+SUMS_VERSION = "2"
 
 
 class BudgetExceeded(RuntimeError):
@@ -73,6 +78,13 @@ class Budgets:
             con = sqlite3.connect(self.db_path, timeout=120, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            con.execute("BEGIN IMMEDIATE")
+            version = con.execute("SELECT value FROM meta WHERE key = 'sums'").fetchone()
+            if version is None or version[0] != SUMS_VERSION:
+                con.execute("DELETE FROM ledger_files")
+                con.execute("DELETE FROM spent")
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('sums', ?)", (SUMS_VERSION,))
+            con.execute("COMMIT")
             self._con, self._pid = con, os.getpid()
         return self._con
 
@@ -96,7 +108,12 @@ class Budgets:
             problems: list[LedgerProblem] = []
             for row, end in read_file(path, problems, start=start):
                 for scope in (_episode_scope(row.series, row.episode), f"run:{row.run_id}"):
-                    added[scope] = added.get(scope, Decimal(0)) + row.cost_usd
+                    added[scope] = added.get(scope, Decimal(0)) + row.counted_usd
+                # what the episode has really been billed, and what it has made at list price
+                spent, made = f"spent:{row.series}/{row.episode}", f"quote:{row.series}/{row.episode}"
+                added[spent] = added.get(spent, Decimal(0)) + row.billed_usd
+                if row.status == "generated":
+                    added[made] = added.get(made, Decimal(0)) + row.list_usd
             for p in problems:  # not counted, never silently: `webtoon ledger verify` lists them too
                 log.warning("budgets: damaged ledger row, not counted: %s", p)
             if end != start:
@@ -178,6 +195,19 @@ class Budgets:
                 self._check(series, episode, usd, what, self._state(con, series, episode), detail)
             finally:
                 con.execute("COMMIT")
+
+    def episode_totals(self, series: str, episode: str) -> tuple[Decimal, Decimal]:
+        """(spent, quote) for the episode to date, over every run: billed, and the list price of
+        what was made. Re-runs add nothing to either, so plotted per partition they stay true."""
+        with self._lock:
+            con = self._transaction()
+            try:
+                self._catch_up(con)
+                spent = self._sum(con, "SELECT usd FROM spent WHERE scope = ?", f"spent:{series}/{episode}")
+                made = self._sum(con, "SELECT usd FROM spent WHERE scope = ?", f"quote:{series}/{episode}")
+            finally:
+                con.execute("COMMIT")
+        return spent, made
 
     def close(self) -> None:
         with self._lock:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from webtoon_assets.preview.hints import Figure, PreviewHints  # noqa: F401 - Figure re-exported with the hints
 
 KEY_VERSION = 1
 
@@ -20,24 +22,6 @@ class Reference(BaseModel):
     sha256: str
     width: int | None = None  # sizes price the inputs (most endpoints bill input megapixels)
     height: int | None = None
-
-
-class Figure(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    name: str
-    palette: list[str]
-
-
-class PreviewHints(BaseModel):
-    """What the offline renderer draws. Only the local provider reads these (and keys on them)."""
-
-    model_config = ConfigDict(frozen=True)
-    kind: Literal["style", "character", "background", "panel"]
-    title: str
-    palette: list[str]
-    figures: list[Figure] = Field(default_factory=list)
-    shot: str | None = None
-    caption: str = ""
 
 
 class Attribution(BaseModel):
@@ -57,7 +41,11 @@ class GenerationRequest(BaseModel):
     arguments: dict[str, Any]
     references: list[Reference] = Field(default_factory=list)
     preview: PreviewHints | None = None
-    context: dict[str, Any] | None = None  # what the offline provider needs to stand in for a text model
+    # A text request's answer offline: the asker makes it (a deterministic stand-in for the model, in
+    # the model's answer format), and the local provider returns it as it is. It is made from the
+    # arguments and ``context``, which the key holds, so it is not keyed itself.
+    stand_in: str | None = None
+    context: dict[str, Any] | None = None  # what the stand-in was made from beside the arguments (keys local)
     take: int = 1  # a new version of a request whose arguments carry no seed (a text model's answer)
     attribution: Attribution
 

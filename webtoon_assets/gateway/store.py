@@ -23,8 +23,8 @@ from typing import Any, Iterator, Literal
 
 from filelock import FileLock
 
-from webtoon_assets.files import write_text_atomic
-from webtoon_assets.temps import mkstemp_beside, temp_path
+from webtoon_assets.files import atomic_path, write_text_atomic
+from webtoon_assets.temps import mkstemp_beside
 
 
 def sha256_file(path: Path) -> str:
@@ -149,13 +149,9 @@ class ImageStore:
                 return dest
         except FileNotFoundError:
             pass
-        tmp = temp_path(dest)
-        try:
+        with atomic_path(dest) as tmp:
             try:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
         return dest

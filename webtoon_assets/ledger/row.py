@@ -56,8 +56,9 @@ class LedgerRow(BaseModel):
     note: str | None = Field(None, description="why a row is what it is (restored, already billed, ...)")
 
     @property
-    def cost_usd(self) -> Decimal:
-        """What the attempt costs the season: billed, or offline what it would have been billed."""
+    def counted_usd(self) -> Decimal:
+        """What the attempt counts for in budgets and season totals: billed (spent) on a paid
+        provider; offline, the list price of what was made (so an offline season is an exact quote)."""
         if self.provider == "local":
             return self.list_usd if self.status == "generated" else Decimal(0)
         return self.billed_usd

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from webtoon_assets.gateway.request import Figure, GenerationRequest, PreviewHints
+from webtoon_assets.preview.hints import PLAIN_PALETTE, Figure, PreviewHints
 
 # How large a figure is (in canvas heights) and where its feet stand, by shot.
 SHOT_FRAMING: dict[str, tuple[float, float]] = {
@@ -74,10 +75,9 @@ def _figure(draw: ImageDraw.ImageDraw, fig: Figure, cx: float, feet: float, heig
     _label(draw, (cx, min(feet - height * 0.55, draw.im.size[1] - 30)), fig.name, max(14, int(height * 0.07)))
 
 
-def _backdrop(request: GenerationRequest, hints: PreviewHints, width: int, height: int) -> Image.Image:
-    plate = next((r for r in request.references if r.role.startswith("background:")), None)
+def _backdrop(plate: Path | str | None, hints: PreviewHints, width: int, height: int) -> Image.Image:
     if plate is not None:
-        with Image.open(plate.path) as im:
+        with Image.open(plate) as im:
             return ImageOps.fit(im.convert("RGB"), (width, height))
     palette = hints.palette or ["#333333", "#999999"]
     return _gradient(width, height, palette[0], palette[-1])
@@ -98,11 +98,13 @@ def _scenery(draw: ImageDraw.ImageDraw, rng: random.Random, palette: list[str], 
     draw.rectangle((0, horizon + height * 0.25, width, height), fill=palette[0])
 
 
-def render_preview(request: GenerationRequest, width: int, height: int) -> Image.Image:
-    hints = request.preview or PreviewHints(kind="panel", title=request.endpoint, palette=["#444444", "#aaaaaa"])
-    rng = random.Random(request.arguments.get("seed", 0))
-    palette = hints.palette or ["#444444", "#aaaaaa"]
-    image = _backdrop(request, hints, width, height)
+def render_preview(hints: PreviewHints, width: int, height: int, seed: int | None = 0,
+                   backdrop: Path | str | None = None) -> Image.Image:
+    """The preview ``hints`` describe, ``width`` × ``height``. ``seed`` places what is random;
+    ``backdrop``: an image to draw on (a panel's background plate) instead of drawn scenery."""
+    rng = random.Random(seed)
+    palette = hints.palette or PLAIN_PALETTE
+    image = _backdrop(backdrop, hints, width, height)
     draw = ImageDraw.Draw(image)
     title_size = max(16, width // 28)
 
@@ -122,7 +124,7 @@ def render_preview(request: GenerationRequest, width: int, height: int) -> Image
         for i in range(n):
             _figure(draw, hints.figures[0], width * (i + 0.5) / n, height * 0.93, height * 0.78)
     else:  # panel
-        if not any(r.role.startswith("background:") for r in request.references):
+        if backdrop is None:
             _scenery(draw, rng, palette, width, height)
         scale, feet = SHOT_FRAMING.get(hints.shot or "medium", (1.0, 1.2))
         figures = hints.figures

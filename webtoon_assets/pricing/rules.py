@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webtoon_assets.bible.models import IMAGE_SIZE_PRESETS
+from webtoon_assets.sizes import ImageSizeError, size_pixels
 
 MP_PIXELS = 1024 * 1024  # fal rounds up to whole megapixels of 1024×1024 px
 
@@ -55,16 +55,6 @@ def seconds_of(value: Any) -> Decimal:
     raise Unpriceable(f"expected a duration in seconds (5, '5', '8s'), got {value!r}")
 
 
-def image_dims(size: Any) -> tuple[int, int]:
-    if isinstance(size, str):
-        if size not in IMAGE_SIZE_PRESETS:
-            raise Unpriceable(f"image_size: unknown preset {size!r}; expected one of {list(IMAGE_SIZE_PRESETS)}")
-        return IMAGE_SIZE_PRESETS[size]
-    if isinstance(size, dict) and {"width", "height"} <= set(size):
-        return int(size["width"]), int(size["height"])
-    raise Unpriceable(f"image_size: expected a preset or {{width, height}}, got {size!r}")
-
-
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,11 +72,14 @@ class _Megapixels(Rule):
         return Decimal(w * h) / Decimal(1_000_000)
 
     def outputs(self, request: dict[str, Any], response: dict[str, Any] | None) -> list[tuple[int, int]]:
+        try:
+            w, h = size_pixels(request.get("image_size", self.default_size))
+        except ImageSizeError as e:
+            raise Unpriceable(str(e)) from None
         images = dig(response, "images") if response else None
         if images:
-            w, h = image_dims(request.get("image_size", self.default_size))
             return [(int(i.get("width") or w), int(i.get("height") or h)) for i in images]
-        return [image_dims(request.get("image_size", self.default_size))] * int(request.get("num_images", 1))
+        return [(w, h)] * int(request.get("num_images", 1))
 
     def input_mps(self, request: dict[str, Any]) -> list[Decimal]:
         if not self.inputs:

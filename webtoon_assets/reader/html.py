@@ -6,6 +6,8 @@ import html
 import os
 from pathlib import Path
 
+from webtoon_assets.files import write_text_atomic
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
@@ -36,8 +38,7 @@ def write_episode(dest: Path, series_title: str, episode: str, title: str, slice
                      for i, s in enumerate(slices, start=1))
     body = (f"<header><h1>{html.escape(series_title)}</h1><p>{html.escape(episode)}: {html.escape(title)}</p></header>"
             f"<nav>{''.join(nav)}</nav><main>\n{imgs}\n</main><nav>{''.join(nav)}</nav>")
-    dest.write_text(PAGE.format(title=html.escape(f"{series_title}: {title}"), body=body), encoding="utf-8")
-    return dest
+    return write_text_atomic(dest, PAGE.format(title=html.escape(f"{series_title}: {title}"), body=body))
 
 
 def write_index(dest: Path, series_title: str, episodes: list[tuple[str, str, Path, Path]]) -> Path:
@@ -46,5 +47,4 @@ def write_index(dest: Path, series_title: str, episodes: list[tuple[str, str, Pa
                      f"{html.escape(eid)}: {html.escape(title)}</a></li>" for eid, title, page, thumb in episodes)
     body = f"<header><h1>{html.escape(series_title)}</h1><p>{len(episodes)} episode(s)</p></header>" \
            f'<ul class="season">{rows}</ul>'
-    dest.write_text(PAGE.format(title=html.escape(series_title), body=body), encoding="utf-8")
-    return dest
+    return write_text_atomic(dest, PAGE.format(title=html.escape(series_title), body=body))

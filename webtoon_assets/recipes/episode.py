@@ -9,9 +9,9 @@ from __future__ import annotations
 from webtoon_assets.recipes.requests import (background_request, character_request, panel_references, panel_request,
                                             style_request)
 from webtoon_assets.bible import Series
-from webtoon_assets.bible.models import size_pixels
 from webtoon_assets.gateway import Gateway, GenerationRequest
 from webtoon_assets.manifests import ImageItem, Storyboard
+from webtoon_assets.sizes import size_pixels
 
 
 def _planned(gw: Gateway, request: GenerationRequest) -> ImageItem:

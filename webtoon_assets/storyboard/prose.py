@@ -89,11 +89,12 @@ def prose_request(series: Series, script: ProseScript) -> GenerationRequest:
     prompt = (f"Series: {series.title}. Characters (id and look): {cast}. Locations (id): {places}.\n\n"
               f"Episode '{script.title}':\n{script.text}")
     model = series.models.storyboard
+    context = {"characters": {cid: c.name for cid, c in series.characters.items()},
+               "locations": {lid: loc.name for lid, loc in series.locations.items()}}
     return GenerationRequest(
         endpoint=model.endpoint,
         arguments={"prompt": prompt, "system_prompt": SYSTEM, **model.arguments}, take=script.take,
-        context={"characters": {cid: c.name for cid, c in series.characters.items()},
-                 "locations": {lid: loc.name for lid, loc in series.locations.items()}},
+        context=context, stand_in=split_prose(script.text, context),  # offline: split by rule, not by a model
         attribution=Attribution(series=series.id, episode=script.id, asset="storyboard", item="prose"),
     )
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from webtoon_assets.bible.models import size_pixels
 from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.submissions import Submission
 from webtoon_assets.preview.draw import render_preview
+from webtoon_assets.preview.hints import PreviewHints
+from webtoon_assets.sizes import size_pixels
 
 
 class LocalProvider:
@@ -19,7 +20,9 @@ class LocalProvider:
     def generate(self, request: GenerationRequest, dest: Path, key: str = "",
                  submission: Submission | None = None) -> ProviderResult:
         width, height = size_pixels(request.arguments.get("image_size", "square_hd"))
-        image = render_preview(request, width, height)
+        hints = request.preview or PreviewHints.plain(request.endpoint)
+        plate = next((r.path for r in request.references if r.role.startswith("background:")), None)
+        image = render_preview(hints, width, height, seed=request.arguments.get("seed", 0), backdrop=plate)
         image.save(dest, format="PNG", optimize=False, compress_level=3)
         return ProviderResult(
             width=width,
@@ -30,14 +33,12 @@ class LocalProvider:
 
     def generate_text(self, request: GenerationRequest, key: str = "",
                       submission: Submission | None = None) -> ProviderText:
-        """Offline, prose is split by rule, not by a model (see storyboard.prose.split_prose)."""
-        from webtoon_assets.storyboard.prose import split_prose
-
-        if not request.context:
-            raise ProviderError(f"the offline provider cannot stand in for {request.endpoint}: no context given",
-                                retryable=False, billed=False)
-        prose = request.arguments["prompt"].split("\n\n", 1)[-1].split("\n", 1)[-1]
-        text = split_prose(prose, request.context)
+        """Offline, the answer is the one the asker made without a model (``request.stand_in``; for
+        prose, storyboard.prose.split_prose): this provider never reads what the prompt means."""
+        if request.stand_in is None:
+            raise ProviderError(f"the offline provider cannot stand in for {request.endpoint}: "
+                                "the request carries no stand-in answer", retryable=False, billed=False)
+        text = request.stand_in
         return ProviderText(text=text, response={"output": text, "usage": {
             "prompt_tokens": len(request.arguments["prompt"]) // 4, "completion_tokens": len(text) // 4}})
 

@@ -1,21 +1,20 @@
 """The episode strip and its WEBTOON Canvas export: 800 px slices cut in the gutters (JPEG, each
 at most 1280 px tall and 2 MB, the episode at most 20 MB), a thumbnail, the full-resolution strip,
-and a local reader. A blocking check holds the upload limits."""
+and the episode's page of the local reader. A blocking check holds the upload limits."""
 
 from pathlib import Path
-from typing import Any
 
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, AssetKey,
-                     AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue)
+                     AssetsDefinition, DynamicPartitionsDefinition, Failure, MaterializeResult, MetadataValue)
 
 from webtoon_assets.assets.checks import episode_check_spec
-from webtoon_assets.assets.common import contact_sheet_md, series_of, thumbnail
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.bible import episode_ids, load_series
-from webtoon_assets.compose import strip as canvas
-from webtoon_assets.gateway.resource import GatewayResource
+from webtoon_assets.bible import BibleError, episode_ids, load_series
+from webtoon_assets.compose import canvas
 from webtoon_assets.manifests import LetteredSet, Slice, Storyboard, Strip
-from webtoon_assets.reader.html import write_episode, write_index
+from webtoon_assets.reader.html import write_episode
+from webtoon_assets.resources import DataRootResource
+from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 
 CHECK = "webtoon_canvas_limits"
 
@@ -45,23 +44,28 @@ def limits_check(strip: Strip) -> AssetCheckResult:
     )
 
 
-def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+def episode_strip_asset(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
     key = AssetKey([series_id, "episode_strip"])
 
-    @episode_asset(series_id, partitions, kinds={"image", "html"},
+    @episode_asset(series_id, partitions, kinds={"image", "html"}, dagster_type=Strip,
                    check_specs=[episode_check_spec(CHECK, partitions, asset=key, blocking=True,
                                                    description="WEBTOON Canvas: 800 px wide, <= 1280 px and 2 MB "
                                                                "a slice, <= 20 MB an episode, JPG or PNG")],
                    description="The episode as WEBTOON Canvas slices, a thumbnail, the full strip and a reader.")
-    def episode_strip(context: AssetExecutionContext, gateway: GatewayResource, storyboard: dict[str, Any],
-                      lettered_panels: dict[str, Any]):  # -> MaterializeResult: a bare annotation would mark the value Nothing beside the check
-        board = Storyboard.model_validate(storyboard)
-        lettered = LetteredSet.model_validate(lettered_panels).by_item()
+    def episode_strip(context: AssetExecutionContext, data: DataRootResource, storyboard: Storyboard,
+                      lettered_panels: LetteredSet):  # returns MaterializeResult[Strip] (typed by dagster_type)
+        board = storyboard
+        lettered = lettered_panels.by_item()
         missing = [p.id for p in board.panels if p.id not in lettered]
         if missing:
-            raise ValueError(f"panels {missing} of the storyboard are not lettered: materialize lettered_panels again")
-        series = load_series(gateway.layout, series_of(context))
-        out = gateway.layout.output_dir(series.id, context.partition_key)
+            raise Failure(description=f"panels {missing} of the storyboard are not lettered: materialize "
+                                      "lettered_panels again", allow_retries=False)
+        layout = data.layout
+        try:
+            series = load_series(layout, series_id)
+        except BibleError as e:
+            raise Failure(description=str(e), allow_retries=False) from e
+        out = layout.output_dir(series.id, context.partition_key)
         panels_in = [canvas.PanelIn(p.id, Path(lettered[p.id].path), p.gutter, p.width, p.align,
                                     [tuple(i["box"]) for i in lettered[p.id].lettering]) for p in board.panels]
         placed, height = canvas.lay_out(panels_in)
@@ -74,18 +78,14 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
         del at_800
         canvas.thumbnail(placed, out / "thumbnail.jpg")
 
-        # the reader: this episode's page, and the season's index of every episode made so far
-        root = gateway.layout.output_dir(series.id)
-        eps = episode_ids(gateway.layout, series.id)
-        i = eps.index(board.episode)
+        # this episode's reader page; the season's index is the season_reader asset, downstream
+        root = layout.output_dir(series.id)
+        eps = episode_ids(layout, series.id)
+        i = eps.index(board.episode) if board.episode in eps else 0
         page = out / "reader.html"
         write_episode(page, series.title, board.episode, board.title, [s[0] for s in slices],
                       root / eps[i - 1] / "reader.html" if i > 0 else None,
                       root / eps[i + 1] / "reader.html" if i + 1 < len(eps) else None, root / "index.html")
-        made = [(e, Storyboard.model_validate_json((root / e / "storyboard.json").read_text()).title if
-                 (root / e / "storyboard.json").is_file() else e, root / e / "reader.html", root / e / "thumbnail.jpg")
-                for e in eps if (root / e / "reader.html").is_file()]
-        write_index(root / "index.html", series.title, made)
 
         strip = Strip(series=board.series, episode=board.episode, path=str(out / "strip.png"),
                       full_path=str(out / "strip_full.png"), width=canvas.STRIP_WIDTH, height=height,
@@ -96,14 +96,13 @@ def build(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefi
         context.log.info(f"episode_strip {board.episode}: {height}px in {len(slices)} slices "
                          f"({strip.total_bytes / 1e6:.1f} MB, JPEG q{quality}) -> {page}")
         return MaterializeResult(value=strip, check_results=[limits_check(strip)], metadata={
-            "reader": MetadataValue.path(str(page)),
+            "reader": MetadataValue.url(page.as_uri()),
             "slices": len(slices),
             "total_mb": round(strip.total_bytes / 1e6, 3),
             "jpeg_quality": quality,
             "height": height,
             "cuts_through_panels": through,
             "panels": len(board.panels),
-            "season_index": MetadataValue.path(str(root / "index.html")),
             "preview": MetadataValue.md(contact_sheet_md([thumbnail(Path(s[0]), 120, 4000) for s in slices[:3]],
                                                          columns=3)),
         })

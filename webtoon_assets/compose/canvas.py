@@ -9,13 +9,12 @@ reach; a panel taller than a slice is cut where no balloon is. Panels are pasted
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from webtoon_assets.temps import temp_path
+from webtoon_assets.files import atomic_path, write_bytes_atomic
 
 STRIP_WIDTH = 800  # WEBTOON Canvas width
 MAX_SLICE_HEIGHT = 1280
@@ -115,25 +114,19 @@ def save_jpeg_slices(strip: Image.Image, cuts: list[int], folder: Path) -> tuple
             break
     out = []
     for i, ((y0, y1), blob) in enumerate(zip(bounds, blobs), start=1):
-        path = folder / f"{i:03d}.jpg"
-        path.write_bytes(blob)
+        path = write_bytes_atomic(folder / f"{i:03d}.jpg", blob)
         out.append((path, y1 - y0, len(blob)))
     return out, quality
 
 
 def save_png(image: Image.Image, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(dest)  # unique per writer, named by host and pid (swept if the writer is killed)
-    try:
+    with atomic_path(dest) as tmp:
         image.save(tmp, format="PNG", compress_level=6)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def thumbnail(placed: list[Placed], dest: Path) -> None:
     """The first panel, cropped to WEBTOON's episode thumbnail."""
     from PIL import ImageOps
 
-    with Image.open(placed[0].path) as im:
-        ImageOps.fit(im.convert("RGB"), THUMBNAIL).save(dest, format="JPEG", quality=90)
+    with Image.open(placed[0].path) as im, atomic_path(dest) as tmp:
+        ImageOps.fit(im.convert("RGB"), THUMBNAIL).save(tmp, format="JPEG", quality=90)

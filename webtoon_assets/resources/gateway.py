@@ -1,0 +1,232 @@
+"""The gateway as the API assets call, in the manner of dagster-openai: ``with gateway.session(context)
+as s`` makes images and text, turns the gateway's refusals into Failures that name the cause, and
+``s.materialize(...)`` attaches what the step cost. Nothing else in an asset touches the store, the
+budgets or the price book.
+
+Cost metadata (the same names as the DuckDB tables; README, "What the cost numbers mean"):
+``spent_usd`` billed by this materialization; ``quote_usd`` the list price of what it made;
+``saved_usd`` the list price of what the cache supplied; ``episode_spent_usd`` and
+``episode_quote_usd`` the episode to date, over every run, so a re-run does not drop them to 0."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from dagster import (AssetCheckResult, AssetExecutionContext, ConfigurableResource, Failure, InitResourceContext,
+                     MaterializeResult, MetadataValue)
+from dagster._core.definitions.utils import NoValueSentinel
+from pydantic import Field, PrivateAttr
+
+from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, load_episode, load_series
+from webtoon_assets.gateway import GenerationRequest, GenerationResult
+from webtoon_assets.gateway.budget import BudgetExceeded, Budgets
+from webtoon_assets.gateway.gateway import Gateway, Preflight, TextResult
+from webtoon_assets.gateway.retry import AttemptPolicy, GenerationFailed
+from webtoon_assets.gateway.store import ImageStore
+from webtoon_assets.ledger import Ledger
+from webtoon_assets.manifests import ImageItem, ImageSet
+from webtoon_assets.paths import DataLayout
+from webtoon_assets.pricing import PriceBook, QuoteError, UnknownEndpoint, load_pricebook
+from webtoon_assets.resources.data import DataRootResource
+from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
+from webtoon_assets.resources.providers import ProviderConfigError, ProviderResource
+from webtoon_assets.temps import sweep_temp_files
+
+# What the gateway refuses with (a budget, a price, a failed generation, a bad input, a provider that
+# cannot start): a step failure that names the cause, never retried by Dagster (a retry pays again).
+REFUSALS = (BudgetExceeded, UnknownEndpoint, QuoteError, GenerationFailed, BibleError, ProviderConfigError)
+
+
+class GatewayResource(ConfigurableResource):
+    """Config: the data root, the provider (a resource of its own), a cap on one run's spend and how
+    often a failed request is tried again. Unset values come from the environment when the run starts."""
+
+    data: DataRootResource
+    provider: ProviderResource
+    max_run_usd: str | None = Field(None, description="cap on one run's spend in USD "
+                                                      "(WEBTOON_MAX_RUN_USD; unset = no cap)")
+    attempts: int | None = Field(None, description="tries per request for a retryable failure "
+                                                   "(WEBTOON_RETRY_ATTEMPTS, default 3)")
+    nsfw_retries: int | None = Field(None, description="new-seed retries after an NSFW-flagged output "
+                                                       "(WEBTOON_NSFW_RETRIES, default 2)")
+    _gateway: Gateway | None = PrivateAttr(default=None)
+    _run_id: str = PrivateAttr(default="")
+
+    @property
+    def layout(self) -> DataLayout:
+        return self.data.layout
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run else ""
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._gateway is not None:
+            self._gateway.provider.close()
+            self._gateway.ledger.close()
+            if self._gateway.budget is not None:
+                self._gateway.budget.close()
+            self._gateway = None
+
+    def _open(self) -> Gateway:
+        """The gateway library, started on first use, so a step that never generates starts no provider."""
+        if self._gateway is None:
+            layout = self.layout
+            sweep_temp_files(layout.root)  # temp files left by writers that were killed
+            cap = self.max_run_usd or os.environ.get("WEBTOON_MAX_RUN_USD", "")
+            policy = AttemptPolicy.from_env()
+            policy = AttemptPolicy(attempts=self.attempts or policy.attempts, base_seconds=policy.base_seconds,
+                                   max_seconds=policy.max_seconds,
+                                   nsfw_retries=policy.nsfw_retries if self.nsfw_retries is None else self.nsfw_retries)
+            self._gateway = Gateway(
+                store=ImageStore(layout.store),
+                provider=self.provider.open(layout.store),
+                ledger=Ledger(layout.ledger_dir),
+                pricebook=load_pricebook(layout.pricebook),
+                budget=Budgets(layout.budgets_db, layout.ledger_dir, self._run_id,
+                               per_run_usd=Decimal(cap) if cap else None),
+                run_id=self._run_id,
+                retry=policy,
+            )
+        return self._gateway
+
+    @property
+    def pricebook(self) -> PriceBook:
+        return load_pricebook(self.layout.pricebook)
+
+    @contextmanager
+    def session(self, context: AssetExecutionContext, episode: str | None = None) -> Iterator[GenerationSession]:
+        """One step's use of the gateway. ``episode``: the partition, unless the asset has none."""
+        try:
+            session = GenerationSession(self, context, self._open(),
+                                        episode if episode is not None else context.partition_key)
+            yield session
+        except REFUSALS as e:
+            raise Failure(description=str(e), allow_retries=False) from e
+
+
+class GenerationSession:
+    def __init__(self, resource: GatewayResource, context: AssetExecutionContext, gateway: Gateway, episode: str):
+        self.resource, self.context, self.gateway, self.episode = resource, context, gateway, episode
+        self.layout = resource.layout
+        self.series_id = context.assets_def.key.path[0]
+        self.results: list[GenerationResult | TextResult] = []
+        self._series: Series | None = None
+
+    @property
+    def provider(self) -> str:
+        return self.gateway.provider.name
+
+    @property
+    def pricebook(self) -> PriceBook:
+        return self.gateway.pricebook
+
+    # -- inputs, validated before any spend -------------------------------------------------------------
+    def series(self) -> Series:
+        """The series' bible, checked against the price book: every endpoint it names must be priced
+        and take the arguments given. A bad bible fails the step naming file, line and field."""
+        if self._series is None:
+            self._series = load_series(self.layout, self.series_id, book=self.gateway.pricebook)
+        return self._series
+
+    def script(self) -> Episode | ProseScript:
+        return load_episode(self.layout, self.series(), self.episode)
+
+    # -- money ---------------------------------------------------------------------------------------------
+    def preflight(self, requests: list[GenerationRequest], what: str, only_if_limited: bool = False
+                  ) -> Preflight | None:
+        """Quote everything not yet in the store; refuse it whole (nothing spent) if the budget cannot
+        cover it, rather than stop half-made when the money runs out."""
+        series, budget = self.series(), self.gateway.budget
+        if budget is not None:
+            budget.set_episode_budget(series.id, self.episode, series.budget.per_episode_usd)
+        if only_if_limited and (budget is None or not budget.limited(series.id, self.episode)):
+            return None
+        try:
+            plan = self.gateway.preflight(requests, series.id, self.episode, what)
+        except REFUSALS as e:
+            raise Failure(description=f"pre-flight quote: {e}", allow_retries=False) from e
+        if plan.misses:
+            self.context.log.info(f"pre-flight quote for {what}: {len(plan.misses)} to make, ${plan.usd} at list "
+                                  f"price ({plan.hits} already in the store)")
+        return plan
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        result = self.gateway.generate(request)
+        self.results.append(result)
+        return result
+
+    def generate_many(self, requests: list[GenerationRequest]) -> Iterator[GenerationResult]:
+        for result in self.gateway.generate_many(requests):
+            self.results.append(result)
+            yield result
+
+    def generate_text(self, request: GenerationRequest) -> TextResult:
+        result = self.gateway.generate_text(request)
+        self.results.append(result)
+        return result
+
+    def make_images(self, asset: str, requests: list[GenerationRequest],
+                    on_result: Callable[[str, Path, str], None] | None = None) -> tuple[ImageSet, dict[str, Any]]:
+        """Make (or reuse) every request, publish readable copies under output/, and describe them for
+        the UI: the manifest, and metadata with a table of items and a contact sheet."""
+        self.preflight(requests, f"{asset} of {self.episode}", only_if_limited=True)
+        out_dir = self.layout.output_dir(self.series_id, self.episode) / asset
+        made: dict[str, GenerationResult] = {}
+        items: dict[str, ImageItem] = {}
+        thumbs: dict[str, Any] = {}
+        for n, result in enumerate(self.generate_many(requests), start=1):
+            item = result.request.attribution.item
+            readable = self.gateway.store.publish(result.key, out_dir / f"{item}.png")
+            made[item] = result
+            thumbs[item] = thumbnail(readable)  # made while later requests are still in flight
+            if on_result is not None:
+                on_result(item, readable, result.provider)
+            items[item] = ImageItem(
+                item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
+                status=result.status, endpoint=result.request.endpoint, provider=result.provider,
+                width=result.width, height=result.height, references=[r.role for r in result.request.references])
+            paid = f"${result.billed_usd} billed" if result.status == "generated" else "free"
+            self.context.log.info(f"{asset} {n}/{len(requests)} {item}: {result.status} ({paid}, list "
+                                  f"${result.list_usd}, {result.seconds:.2f}s)")
+            if result.row.note:  # a mended store entry (quarantined file, rebuilt record) or a resumed request
+                self.context.log.warning(f"{asset} {item}: {result.row.note}")
+        ordered = [items[r.attribution.item] for r in requests]
+        table = "\n".join(
+            ["| item | status | endpoint | spent | quote | credits | MP | references |", "|---|---|---|---|---|---|---|---|"]
+            + [f"| {i.item} | {'paid' if i.status == 'generated' else 'hit'} | `{i.endpoint}` | "
+               f"${made[i.item].billed_usd} | ${made[i.item].list_usd} | {made[i.item].row.credits} | "
+               f"{made[i.item].row.megapixels or '-'} | {', '.join(i.references) or '-'} |" for i in ordered])
+        manifest = ImageSet(series=self.series_id, episode=self.episode, asset=asset, items=ordered)
+        return manifest, {"images": len(ordered), "folder": MetadataValue.path(str(out_dir)),
+                          "items": MetadataValue.md(table),
+                          "preview": MetadataValue.md(contact_sheet_md(thumbs[i.item] for i in ordered))}
+
+    def cost_metadata(self) -> dict[str, Any]:
+        """This step's costs, and the episode's to date (from the budgets' running sums of the ledger)."""
+        rows = [r.row for r in self.results]
+        made = [r for r in rows if r.status == "generated"]
+        meta: dict[str, Any] = {
+            "spent_usd": float(sum((r.billed_usd for r in rows), Decimal(0))),
+            "quote_usd": float(sum((r.list_usd for r in made), Decimal(0))),
+            "saved_usd": float(sum((r.list_usd for r in rows if r.status == "cached"), Decimal(0))),
+            "generations": len(made),
+            "cache_hits": sum(r.status == "cached" for r in rows),
+            "credits": float(sum((r.credits for r in made), Decimal(0))),
+            "megapixels": float(sum((r.megapixels or 0 for r in made), Decimal(0))),
+            "provider": self.provider,
+        }
+        if self.episode and self.gateway.budget is not None:
+            spent, quote = self.gateway.budget.episode_totals(self.series_id, self.episode)
+            meta |= {"episode_spent_usd": float(spent), "episode_quote_usd": float(quote)}
+        return meta
+
+    def materialize(self, value: Any = NoValueSentinel, metadata: dict[str, Any] | None = None,
+                    check_results: Iterable[AssetCheckResult] = ()) -> MaterializeResult:
+        """The step's result with its cost metadata attached (``value`` goes to the IO manager)."""
+        return MaterializeResult(value=value, metadata={**(metadata or {}), **self.cost_metadata()},
+                                 check_results=list(check_results) or None)
