@@ -20,7 +20,7 @@ help:
 	@echo "make test   - run the whole test suite"
 	@echo "make ui     - Dagster UI + daemon on http://$(HOST):$(PORT) (make ui PORT=3001 HOST=0.0.0.0)"
 	@echo "make bench  - panels step against the loopback fake of fal (C = 2, 8, 32) -> bench/results.json"
-	@echo "make validate - dagster definitions validate"
+	@echo "make validate - dg check defs: load the code location and check every definition"
 	@echo "make init   - write data/dagster/dagster.yaml from ./dagster.yaml and initialise the instance"
 
 # uv installs the locked environment (uv.lock) quickly and exactly; it is itself pinned.
@@ -51,7 +51,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 validate: init
-	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
 
 lock: | $(UV)
 	$(UV) lock

@@ -13,14 +13,15 @@ from dagster import AssetCheckKey, AssetKey
 from webtoon_assets.paths import REPO_ROOT
 
 
-def test_dagster_definitions_validate(tmp_path: Path):
-    dagster = Path(sys.executable).parent / "dagster"
+def test_dg_check_defs_loads_the_code_location(tmp_path: Path):
+    """`dg check defs` (pyproject [tool.dg]) loads the same code location as `dagster dev -w workspace.yaml`."""
+    dg = Path(sys.executable).parent / "dg"
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([str(dg), "check", "defs"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Validation successful" in proc.stdout + proc.stderr
+    assert "All definitions loaded successfully" in proc.stdout + proc.stderr
 
 
 def test_every_series_gets_its_assets_job_and_sensor(defs):
