@@ -35,8 +35,10 @@ def trial_candidates(layout: DataLayout, series_id: str) -> list[str]:
 
 
 def generating_keys(series_id: str) -> list[AssetKey]:
-    """What cost_tables follows for this series: every asset that pays for generations."""
-    return [AssetKey([series_id, a]) for a in (*GENERATING, "model_trial", "model_recommendation")]
+    """What cost_tables follows for this series: the episode assets that pay for generations. (The
+    trial job ends with cost_tables too; as an upstream, the trial would make every episode launch
+    warn that it was never materialized.)"""
+    return [AssetKey([series_id, a]) for a in GENERATING]
 
 
 def series_definitions(layout: DataLayout, series_id: str) -> Definitions:
