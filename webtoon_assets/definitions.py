@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor
 
-from webtoon_assets.assets.cost_tables import cost_tables_asset
+from webtoon_assets.assets.cost_tables import COST_TABLES_JOB, cost_tables_asset
 from webtoon_assets.bible import series_ids
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.resources import DataRootResource, GatewayResource, ManifestIOManager, provider_resource
@@ -21,6 +21,7 @@ def build_definitions(layout: DataLayout, provider: str = "") -> Definitions:
     chosen = provider_resource(provider)
     shared = Definitions(
         assets=[cost_tables_asset([k for sid in ids for k in generating_keys(sid)])],
+        jobs=[COST_TABLES_JOB],
         # A step mostly waits on a provider: a process per step (the default) only adds seconds of
         # start-up to every step of a UI run. Pools and the daemon's run queue work the same.
         executor=in_process_executor,

@@ -3,11 +3,12 @@ its recommendation, the season and trial jobs, and the sensor that turns new scr
 
 from __future__ import annotations
 
-from dagster import AssetKey, AssetSelection, Definitions, define_asset_job
+from dagster import (AssetKey, AssetSelection, DagsterRunStatus, DefaultSensorStatus, Definitions, RunRequest,
+                     RunStatusSensorContext, SensorDefinition, define_asset_job, run_status_sensor)
 
 from webtoon_assets.assets import GENERATING, episode_assets
 from webtoon_assets.assets.checks import cost_check
-from webtoon_assets.assets.cost_tables import COST_TABLES
+from webtoon_assets.assets.cost_tables import COST_TABLES, COST_TABLES_JOB
 from webtoon_assets.assets.partitions import episode_partitions
 from webtoon_assets.assets.season_reader import season_reader_asset
 from webtoon_assets.assets.trial import model_recommendation_asset, model_trial_asset
@@ -35,10 +36,22 @@ def trial_candidates(layout: DataLayout, series_id: str) -> list[str]:
 
 
 def generating_keys(series_id: str) -> list[AssetKey]:
-    """What cost_tables follows for this series: the episode assets that pay for generations. (The
-    trial job ends with cost_tables too; as an upstream, the trial would make every episode launch
-    warn that it was never materialized.)"""
+    """What cost_tables follows for this series: the episode assets that pay for generations. (Not the
+    trial: as an upstream it would make every episode launch warn that it was never materialized;
+    a finished trial asks for the tables instead, see ``trial_costs_sensor``.)"""
     return [AssetKey([series_id, a]) for a in GENERATING]
+
+
+def trial_costs_sensor(series_id: str, trials) -> SensorDefinition:
+    """After a successful trial run, rebuild the cost tables (model_trials, model_recommendation)."""
+    @run_status_sensor(name=f"{series_id}__trial_costs", run_status=DagsterRunStatus.SUCCESS,
+                       monitored_jobs=[trials], request_job=COST_TABLES_JOB,
+                       default_status=DefaultSensorStatus.RUNNING,
+                       description=f"A finished {series_id} trial run rebuilds the cost tables.")
+    def trial_costs(context: RunStatusSensorContext) -> RunRequest:
+        return RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+    return trial_costs
 
 
 def series_definitions(layout: DataLayout, series_id: str) -> Definitions:
@@ -54,11 +67,12 @@ def series_definitions(layout: DataLayout, series_id: str) -> Definitions:
         selection=AssetSelection.assets(*episode, reader, COST_TABLES),
         description=f"Every asset of one {series_id} episode, then the season reader and the cost tables.")
     trials = define_asset_job(
-        trial_job_name(series_id), selection=AssetSelection.assets(trial, recommendation, COST_TABLES),
-        description=f"The model trial for {series_id}: one partition per candidate, then the recommendation.")
+        trial_job_name(series_id), selection=AssetSelection.assets(trial, recommendation),
+        description=f"The model trial for {series_id}: one partition per candidate, then the recommendation "
+                    "(a finished run then rebuilds the cost tables).")
     return Definitions(
         assets=[*episode, reader, trial, recommendation],
         asset_checks=[cost_check(series_id, partitions)],
         jobs=[season, trials],
-        sensors=[new_episode_sensor(series_id, layout, partitions, season)],
+        sensors=[new_episode_sensor(series_id, layout, partitions, season), trial_costs_sensor(series_id, trials)],
     )

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 import yaml
 from pathlib import Path
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.costs.summary import season_summary
@@ -151,6 +151,33 @@ def test_materializations_carry_the_cost_numbers(produced):
         assert isinstance(meta[key].value, (int, float)), key
     assert meta["spent_usd"].value == 0 and meta["quote_usd"].value > 0 and meta["generations"].value == 9
     assert "| p01 | paid | `fal-ai/flux-2/flash/edit` |" in meta["items"].value
+
+
+def test_cost_tables_is_the_season_dashboard(produced):
+    """One rebuild per run, as an asset: its materialization has the per-episode table and numbers
+    that plot; each episode's cost numbers on panels are the episode to date, per partition."""
+    layout, inst = produced
+    meta = inst.get_latest_materialization_event(AssetKey("cost_tables")).asset_materialization.metadata
+    rows = {r.data["episode"]: r.data for r in meta["dashboard"].value.records}
+    assert sorted(rows) == ["ep01", "ep02", "ep03"]
+    quotes = sql(layout, "SELECT episode, quote_usd FROM episode_spend WHERE series = 'lantern_street'")
+    assert {e: round(rows[e]["quote_usd"], 6) for e in rows} == {e: float(q) for e, q in quotes}
+    assert all(r["spent_usd"] == 0 and r["meets_target"] and r["budget_left_usd"] <= r["budget_usd"]
+               for r in rows.values())
+    season_quote = sum(float(q) for _, q in quotes)
+    assert meta["lantern_street/local/quote_usd"].value == pytest.approx(season_quote)
+    assert meta["lantern_street/local/episodes_made"].value == 3
+    assert 0 < meta["lantern_street/local/amortised_per_panel_usd"].value <= 0.05
+    (projected,), = sql(layout, "SELECT total_usd FROM projection p JOIN series_info s USING (series) "
+                                "WHERE p.episodes = s.planned_episodes")
+    assert meta["lantern_street/local/projected_season_usd"].value == float(projected)
+    # each run rebuilt the tables once: one materialization per episode run, none per step
+    assert len(inst.fetch_materializations(AssetKey("cost_tables"), limit=100).records) == 3
+    for episode, quote in quotes:
+        record, = inst.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey([SAMPLE, "panels"]), asset_partitions=[episode]), limit=1).records
+        panel_meta = record.asset_materialization.metadata
+        assert panel_meta["episode_quote_usd"].value == float(quote) and panel_meta["episode_spent_usd"].value == 0
 
 
 def test_summary_prints_every_part(season):

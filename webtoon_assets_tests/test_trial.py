@@ -142,6 +142,8 @@ def run_trial(layout, tmp_path):
     with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
         results = [job.execute_in_process(instance=inst, partition_key=k)
                    for k in job.partitions_def.get_partition_keys()]
+        # what the trial_costs sensor requests after each successful trial run (the daemon runs it)
+        assert build_definitions(layout).resolve_job_def("refresh_cost_tables").execute_in_process(instance=inst).success
         meta = {**inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_trial"])).asset_materialization.metadata,
                 **inst.get_latest_materialization_event(AssetKey([SAMPLE, "model_recommendation"]))
                 .asset_materialization.metadata}
@@ -295,3 +297,25 @@ def test_the_consistency_check_scores_a_models_panels_as_before(layout, tmp_path
     assert 0 <= low.metadata["mean_consistency"].value < 100
     assert check(0).passed and "every character at or over 0%" in check(0).description
     assert check(100, provider="local").passed  # the same images, made offline: not measured
+
+
+def test_a_finished_trial_run_asks_for_the_cost_tables(layout, tmp_path):
+    """The trial job does not hold cost_tables (it would warn on every episode launch as an upstream
+    never made); its run-status sensor requests the rebuild when a trial run succeeds."""
+    from dagster import DagsterRunStatus, build_run_status_sensor_context
+
+    defs = build_definitions(layout)
+    job = defs.resolve_job_def(trial_job_name(SAMPLE))
+    assert AssetKey("cost_tables") not in job.asset_layer.executable_asset_keys
+    (tmp_path / "dagster").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
+        result = job.execute_in_process(instance=inst, partition_key=job.partitions_def.get_partition_keys()[0])
+        sensor = defs.resolve_sensor_def(f"{SAMPLE}__trial_costs")
+        run = inst.get_run_by_id(result.run_id)
+        event = next(e for e in inst.all_logs(result.run_id) if e.dagster_event and
+                     e.dagster_event.event_type_value == "PIPELINE_SUCCESS").dagster_event
+        context = build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event, dagster_instance=inst,
+                                                  dagster_run=run)
+        request = sensor(context)
+    assert run.status == DagsterRunStatus.SUCCESS and request.run_key == f"after-{result.run_id}"
+    assert sensor.job_name == "refresh_cost_tables"

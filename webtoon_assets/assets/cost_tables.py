@@ -5,14 +5,17 @@ cost per panel against the target, budget left and the projection, as a table an
 
 from decimal import Decimal
 
-from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
-                     MaterializeResult, MetadataValue, TableColumn, TableRecord, TableSchema, asset)
+from dagster import (AssetExecutionContext, AssetKey, AssetSelection, AssetsDefinition, AutomationCondition, Failure,
+                     MaterializeResult, MetadataValue, TableColumn, TableRecord, TableSchema, asset, define_asset_job)
 
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.costs.summary import DASHBOARD_COLUMNS, money_warnings, season_dashboard
 from webtoon_assets.resources import DataRootResource
 
 COST_TABLES = AssetKey("cost_tables")
+# The tables alone: what a finished model trial asks for (series.py), and a rebuild from the launchpad.
+COST_TABLES_JOB = define_asset_job("refresh_cost_tables", selection=AssetSelection.assets(COST_TABLES),
+                                   description="Rebuild data/webtoon.duckdb from the ledger, the bible and the trials.")
 _TYPES = {"panels": "int", "meets_target": "bool", "series": "string", "provider": "string", "episode": "string"}
 
 

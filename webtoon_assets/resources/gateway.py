@@ -8,7 +8,6 @@ Cost metadata (the same names as the DuckDB tables; README, "What the cost numbe
 ``saved_usd`` the list price of what the cache supplied; ``episode_spent_usd`` and
 ``episode_quote_usd`` the episode to date, over every run, so a re-run does not drop them to 0."""
 
-from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -99,7 +98,7 @@ class GatewayResource(ConfigurableResource):
         return load_pricebook(self.layout.pricebook)
 
     @contextmanager
-    def session(self, context: AssetExecutionContext, episode: str | None = None) -> Iterator[GenerationSession]:
+    def session(self, context: AssetExecutionContext, episode: str | None = None) -> Iterator["GenerationSession"]:
         """One step's use of the gateway. ``episode``: the partition, unless the asset has none."""
         try:
             session = GenerationSession(self, context, self._open(),
@@ -219,6 +218,8 @@ class GenerationSession:
             "credits": float(sum((r.credits for r in made), Decimal(0))),
             "megapixels": float(sum((r.megapixels or 0 for r in made), Decimal(0))),
             "provider": self.provider,
+            # the settings this run's provider used (the launchpad's, else the environment's, else defaults)
+            **{f"provider_{k}": v for k, v in self.resource.provider.settings().items()},
         }
         if self.episode and self.gateway.budget is not None:
             spent, quote = self.gateway.budget.episode_totals(self.series_id, self.episode)

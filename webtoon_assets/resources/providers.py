@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
+from dagster._config.pythonic_config import PartialResource
 from pydantic import Field
 
 from webtoon_assets.gateway.providers import Provider
@@ -77,13 +78,16 @@ class FalProviderResource(ProviderResource):
                 **({"base_url": s.base_url} if s.base_url else {})}
 
 
-def provider_resource(name: str = "") -> ProviderResource:
-    """``name``, else ``WEBTOON_PROVIDER``, else fal when FAL_KEY is set, else the offline renderer."""
+def provider_resource(name: str = "") -> ProviderResource | PartialResource:
+    """``name``, else ``WEBTOON_PROVIDER``, else fal when FAL_KEY is set, else the offline renderer.
+    fal's is configured at launch: a run's launchpad values are merged over these, and reach the
+    gateway's provider too (a fully built resource would ignore them)."""
     has_key = bool(os.environ.get("FAL_KEY"))
     chosen = name or os.environ.get("WEBTOON_PROVIDER", "") or ("fal" if has_key else "local")
     if chosen == "local":
         return LocalProviderResource()
     if chosen == "fal":
         # an EnvVar is resolved when the run starts, so Dagster never stores or shows the key itself
-        return FalProviderResource(api_key=EnvVar("FAL_KEY")) if has_key else FalProviderResource()
+        return (FalProviderResource.configure_at_launch(api_key=EnvVar("FAL_KEY")) if has_key
+                else FalProviderResource.configure_at_launch())
     raise ProviderConfigError(f"WEBTOON_PROVIDER: unknown provider {chosen!r}; expected one of {list(PROVIDERS)}")
