@@ -160,3 +160,33 @@ def test_a_dead_processs_reservation_is_dropped(tmp_path):
     con = budget._connect()
     con.execute("UPDATE reservations SET pid = ?", (gone.pid,))  # as if a killed run had made it
     assert make_gateway(tmp_path, CountingProvider(), budget=budget).generate(flash(1)).status == "generated"
+
+
+def test_episode_totals_survive_reruns_and_an_older_sums_file_is_recounted(tmp_path):
+    """episode_spent_usd / episode_quote_usd come from the running sums: a re-run (cache hits) adds
+    nothing. A budgets file written before these sums existed is recounted from the ledger once."""
+    import sqlite3
+
+    gw = make_gateway(tmp_path, CountingProvider())
+    gw.generate(flash(1))
+    gw.generate(flash(2))
+    gw.generate(flash(1))  # a hit: free, and no new quote
+    # an older budgets file: offsets past every row, no 'spent:'/'quote:' sums, no version
+    con = sqlite3.connect(tmp_path / "budgets.sqlite")
+    con.executescript("CREATE TABLE ledger_files (name TEXT PRIMARY KEY, offset INTEGER NOT NULL);"
+                      "CREATE TABLE spent (scope TEXT PRIMARY KEY, usd TEXT NOT NULL);")
+    for f in (tmp_path / "ledger").glob("*.jsonl"):
+        con.execute("INSERT INTO ledger_files VALUES (?, ?)", (f.name, f.stat().st_size))
+    con.execute("INSERT INTO spent VALUES ('episode:s/ep01', '0.010')")
+    con.commit()
+    con.close()
+    budget = Budgets(tmp_path / "budgets.sqlite", tmp_path / "ledger")
+    try:
+        # offline-priced rows on a counting provider: billed = list here, so spent = quote = 2 x $0.005
+        spent, quote = budget.episode_totals("s", "ep01")
+        rows = list(read_rows(tmp_path / "ledger"))
+        assert spent == sum((r.billed_usd for r in rows), Decimal(0))
+        assert quote == Decimal("0.010")
+        assert budget.episode_totals("s", "ep01") == (spent, quote)  # read twice: counted once
+    finally:
+        budget.close()
