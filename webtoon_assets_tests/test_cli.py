@@ -22,16 +22,7 @@ from webtoon_assets.definitions import season_job_name
 from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.storyboard.prose import prose_request, split_prose
 from webtoon_assets_tests.conftest import SAMPLE
-
-PROSE = """Title: The Night Market Again
-Format: prose
-
-The harbour night market was loud with steam and gulls. Mira pushed through the crowd with Juno on her shoulder.
-"Where are we going?" Mira asked.
-
-In the lantern shop, Tomas was waiting at his workbench. "You are late," Tomas said.
-Mira dropped her satchel on the floor.
-"""
+from webtoon_assets_tests.test_prose import PROSE  # the same prose episode as the storyboard tests
 
 
 def replace(path: Path, old: str, new: str) -> None:

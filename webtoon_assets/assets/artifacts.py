@@ -19,17 +19,15 @@ def artifact_assets(series_id: str, partitions: DynamicPartitionsDefinition) -> 
                    description="The series' visual style reference image.")
     def style_sheet(context: AssetExecutionContext, gateway: GatewayResource) -> MaterializeResult[ImageSet]:
         with gateway.session(context) as s:
-            manifest, meta = s.make_images("style_sheet", [style_request(s.series(), s.episode)])
-            return s.materialize(manifest, meta)
+            return s.materialize_images("style_sheet", [style_request(s.series(), s.episode)])
 
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A reference sheet per character appearing in the episode.")
     def character_sheets(context: AssetExecutionContext, gateway: GatewayResource,
                          storyboard: Storyboard) -> MaterializeResult[ImageSet]:
         with gateway.session(context) as s:
-            manifest, meta = s.make_images("character_sheets", [character_request(s.series(), s.episode, c)
-                                                                for c in storyboard.characters()])
-            return s.materialize(manifest, meta)
+            return s.materialize_images("character_sheets", [character_request(s.series(), s.episode, c)
+                                                             for c in storyboard.characters()])
 
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A background plate per location used in the episode.")
@@ -37,8 +35,7 @@ def artifact_assets(series_id: str, partitions: DynamicPartitionsDefinition) -> 
                     storyboard: Storyboard) -> MaterializeResult[ImageSet]:
         with gateway.session(context) as s:
             locations = dict.fromkeys(p.location for p in storyboard.panels)
-            manifest, meta = s.make_images("backgrounds", [background_request(s.series(), s.episode, loc)
-                                                           for loc in locations])
-            return s.materialize(manifest, meta)
+            return s.materialize_images("backgrounds", [background_request(s.series(), s.episode, loc)
+                                                        for loc in locations])
 
     return [style_sheet, character_sheets, backgrounds]

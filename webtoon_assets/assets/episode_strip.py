@@ -9,7 +9,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
 
 from webtoon_assets.assets.checks import episode_check_spec
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.bible import BibleError, episode_ids, load_series
+from webtoon_assets.bible import episode_ids
 from webtoon_assets.compose import canvas
 from webtoon_assets.manifests import LetteredSet, Slice, Storyboard, Strip
 from webtoon_assets.reader.html import write_episode
@@ -60,11 +60,7 @@ def episode_strip_asset(series_id: str, partitions: DynamicPartitionsDefinition)
         if missing:
             raise Failure(description=f"panels {missing} of the storyboard are not lettered: materialize "
                                       "lettered_panels again", allow_retries=False)
-        layout = data.layout
-        try:
-            series = load_series(layout, series_id)
-        except BibleError as e:
-            raise Failure(description=str(e), allow_retries=False) from e
+        layout, series = data.layout, data.series(series_id)
         out = layout.output_dir(series.id, context.partition_key)
         panels_in = [canvas.PanelIn(p.id, Path(lettered[p.id].path), p.gutter, p.width, p.align,
                                     [tuple(i["box"]) for i in lettered[p.id].lettering]) for p in board.panels]

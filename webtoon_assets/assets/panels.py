@@ -22,7 +22,7 @@ def panels_asset(series_id: str, partitions: DynamicPartitionsDefinition) -> Ass
             requests = [panel_request(series, s.episode, plan, panel_references(series, plan, style, chars, plates))
                         for plan in storyboard.panels]
             consistency = ConsistencyScores(series, storyboard, character_sheets)  # scored as each panel lands
-            manifest, meta = s.make_images("panels", requests, on_result=consistency.add)
-            return s.materialize(manifest, meta, check_results=[consistency.result()])
+            return s.materialize_images("panels", requests, on_result=consistency.add,
+                                        check_results=lambda: [consistency.result()])
 
     return panels

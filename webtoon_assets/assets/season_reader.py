@@ -2,10 +2,10 @@
 episode_strip). Not partitioned: it follows every episode's strip, in the season job and, for runs
 launched from the UI, by its automation condition."""
 
-from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
-                     MaterializeResult, MetadataValue, asset)
+from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, MaterializeResult,
+                     MetadataValue, asset)
 
-from webtoon_assets.bible import BibleError, episode_ids, load_series
+from webtoon_assets.bible import episode_ids
 from webtoon_assets.manifests import Storyboard
 from webtoon_assets.reader.html import write_index
 from webtoon_assets.resources import DataRootResource
@@ -16,11 +16,7 @@ def season_reader_asset(series_id: str) -> AssetsDefinition:
            deps=[AssetKey([series_id, "episode_strip"])], automation_condition=AutomationCondition.eager(),
            description="index.html: the season's reader, linking every episode whose strip is made.")
     def season_reader(context: AssetExecutionContext, data: DataRootResource) -> MaterializeResult:
-        layout = data.layout
-        try:
-            series = load_series(layout, series_id)
-        except BibleError as e:
-            raise Failure(description=str(e), allow_retries=False) from e
+        layout, series = data.layout, data.series(series_id)
         root = layout.output_dir(series_id)
         made = []
         for e in episode_ids(layout, series_id):

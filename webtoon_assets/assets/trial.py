@@ -13,7 +13,7 @@ from pathlib import Path
 from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
                      MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset)
 
-from webtoon_assets.bible import BibleError, Episode, Series, episode_ids, load_episode, load_series
+from webtoon_assets.bible import Episode, Series, episode_ids, load_episode
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.consistency.decision import Candidate, recommend, verdict
 from webtoon_assets.files import write_text_atomic
@@ -153,11 +153,7 @@ def model_recommendation_asset(series_id: str) -> AssetsDefinition:
            deps=[AssetKey([series_id, "model_trial"])], automation_condition=AutomationCondition.eager(),
            description="The cost study's decision tree over every candidate tried so far: which model to use.")
     def model_recommendation(context: AssetExecutionContext, data: DataRootResource) -> MaterializeResult:
-        layout = data.layout
-        try:
-            series = load_series(layout, series_id)
-        except BibleError as e:
-            raise Failure(description=str(e), allow_retries=False) from e
+        layout, series = data.layout, data.series(series_id)
         trials = load_trials(layout, series_id)
         rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
                                    measured=r.get("provider") != "local") for r in trials],

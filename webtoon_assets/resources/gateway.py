@@ -93,10 +93,6 @@ class GatewayResource(ConfigurableResource):
             )
         return self._gateway
 
-    @property
-    def pricebook(self) -> PriceBook:
-        return load_pricebook(self.layout.pricebook)
-
     @contextmanager
     def session(self, context: AssetExecutionContext, episode: str | None = None) -> Iterator["GenerationSession"]:
         """One step's use of the gateway. ``episode``: the partition, unless the asset has none."""
@@ -231,3 +227,10 @@ class GenerationSession:
         """The step's result with its cost metadata attached (``value`` goes to the IO manager)."""
         return MaterializeResult(value=value, metadata={**(metadata or {}), **self.cost_metadata()},
                                  check_results=list(check_results) or None)
+
+    def materialize_images(self, asset: str, requests: list[GenerationRequest],
+                           on_result: Callable[[str, Path, str], None] | None = None,
+                           check_results: Callable[[], Iterable[AssetCheckResult]] = tuple) -> MaterializeResult:
+        """``make_images`` then ``materialize``: an image family's whole step (checks asked for after)."""
+        manifest, meta = self.make_images(asset, requests, on_result)
+        return self.materialize(manifest, meta, check_results())
