@@ -93,8 +93,8 @@ class Slice(BaseModel):
 class Strip(BaseModel):
     series: str
     episode: str
-    path: str  # the strip at 800 px
-    full_path: str  # at the panels' own resolution
+    path: str | None = None  # the whole strip at 800 px (PNG), when asked for (``full_strips``)
+    full_path: str | None = None  # the same at the panels' own resolution
     width: int
     height: int
     panels: int

@@ -12,6 +12,7 @@ from PIL import Image, ImageChops
 
 from webtoon_assets.assets.episode_strip import CHECK, limits_check
 from webtoon_assets.bible import load_episode, load_series
+from webtoon_assets.compose import canvas
 from webtoon_assets.compose.canvas import MAX_EPISODE_BYTES, MAX_SLICE_BYTES, MAX_SLICE_HEIGHT
 from webtoon_assets.definitions import build_definitions
 from webtoon_assets.demo import run_season
@@ -19,6 +20,7 @@ from webtoon_assets.letter import layout
 from webtoon_assets.ledger import read_rows
 from webtoon_assets.manifests import PanelPlan, Slice, Strip
 from webtoon_assets.paths import REPO_ROOT, DataLayout
+from webtoon_assets.series import season_job_name
 from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets_tests.conftest import SAMPLE, produced_season
 
@@ -169,14 +171,46 @@ def test_slices_fit_webtoon_canvas_and_are_cut_in_gutters(season):
             assert Path(s.path).stat().st_size == s.bytes <= MAX_SLICE_BYTES
             heights += s.height
         assert heights == strip.height
-        with Image.open(strip.full_path) as full, Image.open(strip.thumbnail) as thumb:
-            assert full.width > 800 and thumb.size == (160, 151)
+        with Image.open(strip.thumbnail) as thumb:
+            assert thumb.size == (160, 151)
+        assert strip.path is None and strip.full_path is None  # the whole strip only when asked (below)
+        assert not (Path(strip.reader).parent / "strip_full.png").exists()
         # every cut lies in a gutter: no panel spans a slice boundary
         board = manifest(layout_, ep, "storyboard")["panels"]
         assert len(board) == strip.panels
     evaluation = inst.event_log_storage.get_latest_asset_check_execution_by_key(
         [AssetCheckKey(AssetKey([SAMPLE, "episode_strip"]), CHECK)])
     assert next(iter(evaluation.values())).status.value == "SUCCEEDED"
+
+
+def test_the_whole_strip_as_png_when_asked_and_the_same_slices_either_way(season):
+    layout_, inst = season
+    out = layout_.output_dir(SAMPLE, "ep01")
+    before = Strip.model_validate(manifest(layout_, "ep01", "episode_strip"))
+    upload = [Path(s.path).read_bytes() for s in before.slices]
+    job = build_definitions(layout_).resolve_job_def(season_job_name(SAMPLE))
+    step = {"asset_selection": [AssetKey([SAMPLE, "episode_strip"])], "instance": inst, "partition_key": "ep01"}
+    asked = {"ops": {f"{SAMPLE}__episode_strip": {"config": {"full_strips": True}}}}
+    assert job.execute_in_process(run_config=asked, **step).success
+    strip = Strip.model_validate(manifest(layout_, "ep01", "episode_strip"))
+    assert [Path(s.path).read_bytes() for s in strip.slices] == upload  # byte for byte the same slices
+    # both PNGs were streamed; each decodes to the strip drawn the naive way, whole
+    board = manifest(layout_, "ep01", "storyboard")["panels"]
+    lettered = {i["item"]: i for i in manifest(layout_, "ep01", "lettered_panels")["items"]}
+    placed, height = canvas.lay_out([canvas.PanelIn(p["id"], Path(lettered[p["id"]]["path"]), p["gutter"], p["width"],
+                                                    p["align"]) for p in board])
+    scale = max(lettered[p["id"]]["width"] / q.width for p, q in zip(board, placed))
+    assert (strip.path, strip.full_path) == (str(out / "strip.png"), str(out / "strip_full.png"))
+    for path, at in ((strip.path, 1.0), (strip.full_path, scale)):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width == round(800 * at) and im.height == round(strip.height * at)
+            assert ImageChops.difference(im, canvas.render(placed, height, scale=at)).getbbox() is None
+    # asked no more: the PNGs go (not this materialization's), the slices stay the same
+    assert job.execute_in_process(**step).success
+    again = Strip.model_validate(manifest(layout_, "ep01", "episode_strip"))
+    assert again.path is None and again.full_path is None
+    assert not (out / "strip.png").exists() and not (out / "strip_full.png").exists()
+    assert [Path(s.path).read_bytes() for s in again.slices] == upload
 
 
 def test_the_limits_check_fails_on_a_slice_too_tall_or_too_heavy():

@@ -30,9 +30,12 @@ def test_sample_season_materializes_end_to_end(instance, defs, layout):
         panels = manifest(layout, ep, "panels")["items"]
         assert [p["item"] for p in panels] == [p["id"] for p in board["panels"]]
         strip = manifest(layout, ep, "episode_strip")
-        with Image.open(strip["path"]) as im:
-            assert im.width == 800
-            assert im.height == strip["height"]
+        heights = []
+        for s in strip["slices"]:  # the upload; the whole strip as PNG only when asked (full_strips)
+            with Image.open(s["path"]) as im:
+                assert im.width == 800
+                heights.append(im.height)
+        assert sum(heights) == strip["height"] and strip["path"] is None
         # every materialization is recorded on the instance, for the UI
         for asset in ("storyboard", "style_sheet", "character_sheets", "backgrounds", "panels", "episode_strip"):
             event = instance.get_latest_materialization_event(AssetKey([SAMPLE, asset]))
