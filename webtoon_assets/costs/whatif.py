@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Sequence
 
 from webtoon_assets.ledger import LedgerRow
 from webtoon_assets.pricing import PriceBook, PriceEntry, QuoteError, quote
 
 
-def _usage_request(row: LedgerRow, entry: PriceEntry) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Usage:
+    """What a generation's price depends on, and how many distinct generated requests had exactly
+    that (the cost tables group a season's usage in DuckDB and price each group once)."""
+
+    width: int
+    height: int
+    images: int | None
+    inputs: tuple[tuple[int, int], ...]
+    reusable: bool
+    count: int = 1
+
+
+def _usage_request(row: LedgerRow | Usage, entry: PriceEntry) -> dict[str, Any]:
     inputs = row.inputs[: entry.max_references]
     req: dict[str, Any] = {"image_size": {"width": row.width, "height": row.height}, "num_images": row.images or 1}
     if inputs:
@@ -19,10 +33,12 @@ def _usage_request(row: LedgerRow, entry: PriceEntry) -> dict[str, Any]:
     return req
 
 
-def platform_whatif(book: PriceBook, usage: list[LedgerRow]) -> list[dict[str, Any]]:
+def platform_whatif(book: PriceBook, usage: Sequence[LedgerRow | Usage]) -> list[dict[str, Any]]:
     """One row per (platform, model): the cost of ``usage`` (distinct generated requests of one
-    series on one provider) had every generation been made there. A generation with reference
-    images goes to the model's endpoint that takes references, else to its text-to-image one."""
+    series on one provider, as rows or as groups of alike requests with their ``count``) had every
+    generation been made there. A generation with reference images goes to the model's endpoint
+    that takes references, else to its text-to-image one. A group is quoted once and counts
+    ``count`` times (exact: Decimal), so grouping never changes a total."""
     models: dict[tuple[str, str], list[PriceEntry]] = defaultdict(list)
     for e in book.entries:
         if e.kind == "image":
@@ -34,10 +50,11 @@ def platform_whatif(book: PriceBook, usage: list[LedgerRow]) -> list[dict[str, A
         total = one_time = Decimal(0)
         dropped_refs = 0
         for row in usage:
+            n = row.count if isinstance(row, Usage) else 1
             entry = edit if (row.inputs and edit) or text is None else text
-            dropped_refs += max(0, len(row.inputs) - entry.max_references)
+            dropped_refs += max(0, len(row.inputs) - entry.max_references) * n
             try:
-                usd = quote(entry.endpoint, _usage_request(row, entry), book=book).usd
+                usd = quote(entry.endpoint, _usage_request(row, entry), book=book).usd * n
             except QuoteError:
                 continue
             total += usd
