@@ -94,12 +94,19 @@ def test_a_new_take_makes_a_new_version_and_keeps_the_old(instance, defs, layout
 
 
 def test_materialization_metadata_shows_what_was_made(instance, defs, layout):
-    run_season(instance, defs, layout, SAMPLE, ["ep01"])
+    [run_id] = run_season(instance, defs, layout, SAMPLE, ["ep01"])
     meta = instance.get_latest_materialization_event(
         AssetKey([SAMPLE, "character_sheets"])).asset_materialization.metadata
     assert meta["images"].value == 2
     assert meta["preview"].value.startswith("![preview](data:image/jpeg;base64,")
     assert "mira" in meta["items"].value and "fal-ai/flux-2/flash" in meta["items"].value
+    panels = [i["item"] for i in manifest(layout, "ep01", "panels")["items"]]
+    assert panels == [p["id"] for p in manifest(layout, "ep01", "storyboard")["panels"]]  # storyboard order
+    # progress, not a log line (an event-log row) per image: each item is in the table above
+    lines = [str(e.user_message) for e in instance.all_logs(run_id) if str(e.user_message).startswith("panels ")]
+    n = len(panels)
+    assert len(lines) == 1 and lines[0].startswith(f"panels {n}/{n}: {n} made ($0 billed, list $")
+    assert lines[0].endswith("0 from the store")
 
 
 def test_a_damaged_store_is_mended_on_the_next_run_without_paying_again(instance, defs, layout):

@@ -3,6 +3,7 @@ the fake fal), and the checks on every episode."""
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def test_palette_structure_scores_alike_high_and_different_low(tmp_path):
     recoloured = s.score(a, figure(tmp_path / "c.png", "#c8553d", bg="#f7e1a0"))
     assert 100 > moved > recoloured
     assert s.score(a, figure(tmp_path / "b2.png", "#2a9d8f", shift=12)) == moved  # deterministic
+
+
+def test_a_sheet_is_cropped_once_and_again_when_it_changes(tmp_path):
+    """The reference crop is cached per file version: a redrawn sheet is never scored from its old crop."""
+    s = PaletteStructureScorer()
+    sheet, panel = figure(tmp_path / "sheet.png", "#2a9d8f"), figure(tmp_path / "panel.png", "#2a9d8f")
+    assert s.score(sheet, panel) == 100
+    assert len(s._references) == 1 and s.score(sheet, panel) == 100 and len(s._references) == 1
+    figure(sheet, "#c8553d", bg="#f7e1a0")  # the sheet is made again, differently
+    os.utime(sheet, ns=(1, 1))  # whatever its time stamp says, its version changed
+    assert s.score(sheet, panel) < 100
 
 
 def test_the_embedding_scorer_runs_a_local_onnx_model(tmp_path, monkeypatch):

@@ -49,8 +49,18 @@ def character_crop(path: Path, band: tuple[float, float] = (0.0, 1.0), size: int
 class PaletteStructureScorer:
     name = "palette-structure"
 
+    def __init__(self) -> None:
+        # A character's sheet is the reference of every panel it is in: cropped once per file version.
+        self._references: dict[tuple[Path, int, tuple[float, float]], Image.Image] = {}
+
+    def _reference(self, path: Path, band: tuple[float, float]) -> Image.Image:
+        key = (path, path.stat().st_mtime_ns, tuple(band))
+        if (crop := self._references.get(key)) is None:
+            crop = self._references[key] = character_crop(path, band)
+        return crop
+
     def score(self, reference: Path, candidate: Path, *, reference_box=(0.0, 1.0), candidate_box=(0.0, 1.0)) -> float:
-        a, b = character_crop(reference, reference_box), character_crop(candidate, candidate_box)
+        a, b = self._reference(reference, reference_box), character_crop(candidate, candidate_box)
         return round(100 * (0.5 * _colour(a, b) + 0.5 * _structure(a, b)), 2)
 
 

@@ -77,6 +77,9 @@ class Budgets:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             con = sqlite3.connect(self.db_path, timeout=120, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
+            # The ledger is the durable truth (fsynced rows); these sums and holds are caught up from
+            # it, so a commit here need not wait for the disk: WAL keeps each one atomic.
+            con.execute("PRAGMA synchronous=NORMAL")
             con.executescript(SCHEMA)
             con.execute("BEGIN IMMEDIATE")
             version = con.execute("SELECT value FROM meta WHERE key = 'sums'").fetchone()

@@ -75,10 +75,17 @@ def _figure(draw: ImageDraw.ImageDraw, fig: Figure, cx: float, feet: float, heig
     _label(draw, (cx, min(feet - height * 0.55, draw.im.size[1] - 30)), fig.name, max(14, int(height * 0.07)))
 
 
+@lru_cache(maxsize=8)
+def _fitted_plate(path: str, version: int, width: int, height: int) -> Image.Image:
+    """A background plate fitted to a panel's size: a scene's panels share it, so it is fitted once
+    (per file version; a few plates of a few MB each are kept)."""
+    with Image.open(path) as im:
+        return ImageOps.fit(im.convert("RGB"), (width, height))
+
+
 def _backdrop(plate: Path | str | None, hints: PreviewHints, width: int, height: int) -> Image.Image:
     if plate is not None:
-        with Image.open(plate) as im:
-            return ImageOps.fit(im.convert("RGB"), (width, height))
+        return _fitted_plate(str(plate), Path(plate).stat().st_mtime_ns, width, height).copy()
     palette = hints.palette or ["#333333", "#999999"]
     return _gradient(width, height, palette[0], palette[-1])
 

@@ -10,7 +10,9 @@ Cost metadata (the same names as the DuckDB tables; README, "What the cost numbe
 
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +41,40 @@ from webtoon_assets.temps import sweep_temp_files
 # What the gateway refuses with (a budget, a price, a failed generation, a bad input, a provider that
 # cannot start): a step failure that names the cause, never retried by Dagster (a retry pays again).
 REFUSALS = (BudgetExceeded, UnknownEndpoint, QuoteError, GenerationFailed, BibleError, ProviderConfigError)
+FINISHING_THREADS = 2  # publish, thumbnail and score results beside the requests in flight
+
+
+class Progress:
+    """A step's progress in its log: every log line is a row in Dagster's event log (~10 ms), so a
+    line per image would cost more than the image's own bookkeeping. One line every few seconds and
+    at the end; each item's status is in the materialization's table."""
+
+    EVERY_SECONDS = 5.0
+
+    def __init__(self, log: Callable[[str], None], asset: str, total: int):
+        self.log, self.asset, self.total = log, asset, total
+        self.n = self.paid = self.hits = 0
+        self.billed = self.listed = Decimal(0)
+        self.last = time.monotonic()
+
+    def done(self, result: GenerationResult) -> None:
+        self.n += 1
+        if result.status == "generated":
+            self.paid += 1
+            self.billed += result.billed_usd
+            self.listed += result.list_usd
+        else:
+            self.hits += 1
+        if time.monotonic() - self.last >= self.EVERY_SECONDS and self.n < self.total:
+            self.last = time.monotonic()
+            self.log(self.line())
+
+    def line(self) -> str:
+        return (f"{self.asset} {self.n}/{self.total}: {self.paid} made (${self.billed} billed, list ${self.listed}), "
+                f"{self.hits} from the store")
+
+    def finish(self) -> None:
+        self.log(self.line())
 
 
 class GatewayResource(ConfigurableResource):
@@ -174,22 +210,32 @@ class GenerationSession:
         made: dict[str, GenerationResult] = {}
         items: dict[str, ImageItem] = {}
         thumbs: dict[str, Any] = {}
-        for n, result in enumerate(self.generate_many(requests), start=1):
+
+        def finish(result: GenerationResult) -> tuple[GenerationResult, Path, Any]:
+            # A result's own work (a readable copy, its thumbnail, its consistency score) runs beside
+            # the requests still in flight, on other threads: the results' stream never waits on it.
             item = result.request.attribution.item
             readable = self.gateway.store.publish(result.key, out_dir / f"{item}.png")
-            made[item] = result
-            thumbs[item] = thumbnail(readable)  # made while later requests are still in flight
+            thumb = thumbnail(readable)
             if on_result is not None:
                 on_result(item, readable, result.provider)
-            items[item] = ImageItem(
-                item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
-                status=result.status, endpoint=result.request.endpoint, provider=result.provider,
-                width=result.width, height=result.height, references=[r.role for r in result.request.references])
-            paid = f"${result.billed_usd} billed" if result.status == "generated" else "free"
-            self.context.log.info(f"{asset} {n}/{len(requests)} {item}: {result.status} ({paid}, list "
-                                  f"${result.list_usd}, {result.seconds:.2f}s)")
-            if result.row.note:  # a mended store entry (quarantined file, rebuilt record) or a resumed request
-                self.context.log.warning(f"{asset} {item}: {result.row.note}")
+            return result, readable, thumb
+
+        progress = Progress(self.context.log.info, asset, len(requests))
+        with ThreadPoolExecutor(max_workers=FINISHING_THREADS, thread_name_prefix="finish") as finishing:
+            pending = [finishing.submit(finish, r) for r in self.generate_many(requests)]
+            for future in as_completed(pending):
+                result, readable, thumb = future.result()
+                item = result.request.attribution.item
+                made[item], thumbs[item] = result, thumb
+                items[item] = ImageItem(
+                    item=item, path=str(readable), store_path=str(result.path), key=result.key, sha256=result.sha256,
+                    status=result.status, endpoint=result.request.endpoint, provider=result.provider,
+                    width=result.width, height=result.height, references=[r.role for r in result.request.references])
+                progress.done(result)
+                if result.row.note:  # a mended store entry (quarantined file, rebuilt record) or a resumed request
+                    self.context.log.warning(f"{asset} {item}: {result.row.note}")
+        progress.finish()
         ordered = [items[r.attribution.item] for r in requests]
         table = "\n".join(
             ["| item | status | endpoint | spent | quote | credits | MP | references |", "|---|---|---|---|---|---|---|---|"]
