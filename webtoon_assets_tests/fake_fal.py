@@ -448,6 +448,8 @@ class Handler(BaseHTTPRequestHandler):
             st.requests[rid] = r
             st.queue.append(rid)
             st.advance(time.time())
+            # the most requests the account had on fal at once, running or waiting in its queue
+            st.counts["peak_on_fal"] = max(st.counts["peak_on_fal"], len(st.queue) + len(st.running))
             st.counts["submitted"] += 1
             st.counts[f"submitted:{endpoint}"] += 1
             st.counts["image_urls_received"] += len(args.get("image_urls") or [])
@@ -459,13 +461,31 @@ class Handler(BaseHTTPRequestHandler):
                          "cancel_url": f"{base}/cancel", "queue_position": 0})
 
 
+class TLSThreadingServer(ThreadingHTTPServer):
+    """TLS handshakes in each connection's own thread, as a real server does them concurrently: a
+    listening socket wrapped in TLS would shake hands inside accept(), one connection at a time."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, context: ssl.SSLContext):
+        super().__init__(address, handler)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        with Handler.state.lock:
+            Handler.state.counts["connections"] += 1  # each a TLS handshake: a client should reuse them
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        super().finish_request(tls, client_address)
+
+
 def serve(cert: str, port: int = 0, latency: float = 0.05, slots: int | None = None, key: str | None = None) -> None:
     Handler.state = State(latency=latency, slots=slots, key=key)
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server = TLSThreadingServer(("127.0.0.1", port), Handler, ctx)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -160,3 +160,21 @@ def test_references_upload_once_per_content_and_are_reused(fake_fal, tmp_path, m
     assert c["uploads"] == 1 and c["paid"] == 3
     rows_ = list(read_rows(tmp_path / "ledger"))
     assert all(r.megapixels == 2 and r.billed_usd == Decimal("0.010") for r in rows_)  # 1 MP out + 1 MP input
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_requests_wait_in_fals_queue_beyond_the_accounts_concurrency(fake_fal, tmp_path, monkeypatch, ahead):
+    """fal runs `concurrency` requests and queues the rest (none is refused for concurrency): the
+    provider keeps `queue_ahead` more there, so the next starts when a slot frees, and no more."""
+    monkeypatch.setenv("WEBTOON_FAL_CONCURRENCY", "2")
+    monkeypatch.setenv("WEBTOON_FAL_QUEUE_AHEAD", str(ahead))
+    fake_fal.configure(latency=0.2, slots=2)
+    gw = Gateway(ImageStore(tmp_path / "store"), select_provider("", None, tmp_path / "store"),
+                 Ledger(tmp_path / "ledger"), load_pricebook(REPO_ROOT / "data" / "pricebook.yaml"))
+    try:
+        made = list(gw.generate_many([panel_request(seed=s) for s in range(8)]))
+    finally:
+        gw.provider.close()
+    c = fake_fal.stats()["counts"]
+    assert len(made) == 8 and c["submitted"] == c["paid"] == 8
+    assert c["peak_on_fal"] == 2 + ahead  # running plus waiting at fal, never more

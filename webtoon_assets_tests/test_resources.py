@@ -30,8 +30,12 @@ def test_the_provider_is_chosen_as_a_resource(monkeypatch):
 def test_unset_fal_settings_come_from_the_environment_and_set_ones_win(monkeypatch):
     monkeypatch.setenv("WEBTOON_FAL_CONCURRENCY", "6")
     monkeypatch.setenv("WEBTOON_FAL_TIMEOUT_SECONDS", "90")
-    assert FalProviderResource().settings() == {"concurrency": 6, "references": "upload", "timeout_seconds": 90}
+    assert FalProviderResource().settings() == {"concurrency": 6, "queue_ahead": 1, "references": "upload",
+                                                "timeout_seconds": 90}
     assert FalProviderResource(concurrency=12).settings()["concurrency"] == 12
+    assert FalProviderResource(concurrency=12).settings()["queue_ahead"] == 3  # a quarter, by default
+    monkeypatch.setenv("WEBTOON_FAL_QUEUE_AHEAD", "0")
+    assert FalProviderResource(concurrency=12).settings()["queue_ahead"] == 0
     with pytest.raises(ProviderConfigError, match="concurrency"):
         FalProviderResource(concurrency=99).settings()  # fal allows at most 40 in flight
 

@@ -45,7 +45,11 @@ class FalProviderResource(ProviderResource):
     """fal.ai through fal-client. Unset fields: WEBTOON_FAL_* from the environment, else the default."""
 
     api_key: str | None = Field(None, description="the fal key; unset = FAL_KEY at run time. Never shown or logged.")
-    concurrency: int | None = Field(None, description="requests in flight (WEBTOON_FAL_CONCURRENCY, default 2)")
+    concurrency: int | None = Field(None, description="requests in progress at once: the account's concurrency "
+                                                      "(WEBTOON_FAL_CONCURRENCY, default 2)")
+    queue_ahead: int | None = Field(None, description="requests kept waiting in fal's queue beyond it, so the next "
+                                                      "starts the moment one ends (WEBTOON_FAL_QUEUE_AHEAD, "
+                                                      "default a quarter of the concurrency, at least 1)")
     references: str | None = Field(None, description="'upload' (fal storage) or 'inline' (data URIs) "
                                                      "(WEBTOON_FAL_REFERENCES, default upload)")
     poll_seconds: float | None = Field(None, description="status poll interval (WEBTOON_FAL_POLL_SECONDS, default 0.25)")
@@ -56,7 +60,7 @@ class FalProviderResource(ProviderResource):
     def _settings(self):
         from webtoon_assets.gateway.providers.fal import FalSettings
 
-        given = {k: v for k in ("concurrency", "references", "poll_seconds", "timeout_seconds", "base_url")
+        given = {k: v for k in ("concurrency", "queue_ahead", "references", "poll_seconds", "timeout_seconds", "base_url")
                  if (v := getattr(self, k)) is not None}
         try:
             return FalSettings.model_validate({**FalSettings.from_env().model_dump(exclude_unset=True), **given})
@@ -74,7 +78,7 @@ class FalProviderResource(ProviderResource):
 
     def settings(self) -> dict[str, Any]:
         s = self._settings()
-        return {"concurrency": s.concurrency, "references": s.references, "timeout_seconds": s.timeout_seconds,
+        return {"concurrency": s.concurrency, "queue_ahead": s.ahead, "references": s.references, "timeout_seconds": s.timeout_seconds,
                 **({"base_url": s.base_url} if s.base_url else {})}
 
 

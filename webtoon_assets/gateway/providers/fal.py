@@ -43,7 +43,11 @@ from webtoon_assets.gateway.submissions import Submission
 
 
 class FalSettings(BaseModel):
-    concurrency: int = Field(2, ge=1, le=40, description="requests in flight; a new fal account allows 2")
+    concurrency: int = Field(2, ge=1, le=40, description="requests in progress at once: the account's "
+                                                         "concurrency (a new fal account has 2)")
+    queue_ahead: int | None = Field(None, ge=0, le=40, description="requests kept waiting in fal's queue beyond "
+                                                                   "`concurrency`, so one starts the moment a "
+                                                                   "slot frees (default: a quarter of it, >= 1)")
     references: Literal["upload", "inline"] = "upload"
     poll_seconds: float = Field(0.25, gt=0, description="status poll interval (fal-client's default is 0.1)")
     timeout_seconds: float = Field(600, gt=0, description="a request still unfinished after this is cancelled")
@@ -53,10 +57,15 @@ class FalSettings(BaseModel):
     max_image_pixels: int = 64 * 1024 * 1024
     fetch_attempts: int = Field(3, ge=1, description="tries to read a finished result or download an image")
 
+    @property
+    def ahead(self) -> int:
+        return self.queue_ahead if self.queue_ahead is not None else max(1, self.concurrency // 4)
+
     @classmethod
     def from_env(cls) -> "FalSettings":
         env = {
-            "concurrency": "WEBTOON_FAL_CONCURRENCY", "references": "WEBTOON_FAL_REFERENCES",
+            "concurrency": "WEBTOON_FAL_CONCURRENCY", "queue_ahead": "WEBTOON_FAL_QUEUE_AHEAD",
+            "references": "WEBTOON_FAL_REFERENCES",
             "poll_seconds": "WEBTOON_FAL_POLL_SECONDS", "timeout_seconds": "WEBTOON_FAL_TIMEOUT_SECONDS",
             "base_url": "WEBTOON_FAL_BASE_URL",
         }
@@ -78,12 +87,14 @@ class FalProvider:
         if not key:
             raise ValueError("the fal provider needs FAL_KEY")
         self.settings = settings
-        # fal counts a request against the account's concurrency from submit until it completes;
-        # fetching, downloading and storing come after. So the gateway runs twice as many workers
-        # and a semaphore holds exactly `concurrency` requests on fal: the next submission overlaps
-        # the previous result's download instead of waiting for it.
-        self.concurrency = 2 * settings.concurrency
-        self._on_fal = asyncio.Semaphore(settings.concurrency)
+        # fal counts only the requests in progress against an account's concurrency; the others wait
+        # in its queue, and none is refused for concurrency. So `concurrency` requests run and
+        # `queue_ahead` more wait at fal, each starting the moment a slot frees rather than a poll
+        # and a submission later. Fetching, downloading and storing a result come after a request
+        # leaves fal, so the gateway runs enough workers for those to overlap the next requests.
+        on_fal = settings.concurrency + settings.ahead
+        self.concurrency = on_fal + settings.concurrency
+        self._on_fal = asyncio.Semaphore(on_fal)
         self._key = key
         self._uploads = state_dir / "uploads"
         if settings.base_url:
@@ -92,9 +103,25 @@ class FalProvider:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fal-provider", daemon=True)
         self._thread.start()
         self._client = fal_client.AsyncClient(key=key)
+        self._queue: httpx.AsyncClient | None = None
         self._downloads: httpx.AsyncClient | None = None
         self._upload_locks: dict[str, asyncio.Lock] = {}
         self._inline: dict[str, str] = {}  # data URIs by content hash: encoded once per provider
+
+    def _queue_client(self) -> httpx.AsyncClient:
+        """The HTTP client of the queue calls (submit, status, result, cancel), fal-client's own
+        transport (with its backup domain) and headers, with a pool that keeps a connection per
+        request on fal: httpx keeps 20 by default, so at a higher concurrency every status poll
+        would open (and shake hands on) a new connection."""
+        if self._queue is None:
+            keep = self.concurrency + 4
+            transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=keep,
+                                                                     max_keepalive_connections=keep))
+            self._queue = httpx.AsyncClient(
+                transport=fal_http.AsyncBackupDomainTransport(transport=transport),
+                headers={"Authorization": f"Key {self._key}", "User-Agent": fal_http.USER_AGENT},
+                timeout=self._client.default_timeout)
+        return self._queue
 
     # -- the gateway's entry point ---------------------------------------------------------------
     def generate(self, request: GenerationRequest, dest: Path, key: str, submission: Submission) -> ProviderResult:
@@ -138,8 +165,9 @@ class FalProvider:
 
     def close(self) -> None:
         async def _close() -> None:
-            if self._downloads is not None:
-                await self._downloads.aclose()
+            for client in (self._downloads, self._queue):
+                if client is not None:
+                    await client.aclose()
         if self._loop.is_running():
             asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
@@ -186,7 +214,7 @@ class FalProvider:
     async def _submit(self, endpoint: str, args: dict[str, Any]) -> fal_client.AsyncRequestHandle:
         """POST the submission (as fal-client's ``submit`` does), repeating it only while it provably
         never reached fal. fal-client's own submit would resend after a lost answer, and pay twice."""
-        client = await self._client._client
+        client = self._queue_client()
         headers: dict[str, str] = {}
         add_fal_app_context_headers(headers)
         url = fal_http.QUEUE_URL_FORMAT + endpoint
@@ -360,7 +388,7 @@ class FalProvider:
 
     # -- resuming a journalled request ------------------------------------------------------------
     async def _resume(self, known: dict[str, Any]) -> fal_client.AsyncRequestHandle:
-        client = await self._client._client  # the authenticated httpx client fal-client built
+        client = self._queue_client()
         return fal_client.AsyncRequestHandle(request_id=known["request_id"], response_url=known["response_url"],
                                              status_url=known["status_url"], cancel_url=known["cancel_url"],
                                              client=client)
