@@ -19,7 +19,7 @@ help:
 	@echo "make demo   - produce the sample season offline (no key needed) and print where it landed"
 	@echo "make test   - run the whole test suite"
 	@echo "make ui     - Dagster UI + daemon on http://$(HOST):$(PORT) (make ui PORT=3001 HOST=0.0.0.0)"
-	@echo "make bench  - panels step against the loopback fake of fal (C = 2, 8, 32) -> bench/results.json"
+	@echo "make bench  - the performance goals, each as a ratio to its baseline in the same run -> bench/results.json"
 	@echo "make validate - dg check defs: load the code location and check every definition"
 	@echo "make init   - write data/dagster/dagster.yaml from ./dagster.yaml and initialise the instance"
 
@@ -48,7 +48,7 @@ ui: init
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 validate: init
 	$(BIN)/dg check defs

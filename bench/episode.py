@@ -1,0 +1,65 @@
+"""The bench's season: a copy of the sample series in a temporary data root, with one long
+episode (68 panels by default, the cost study's episode size) over its four places."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from dagster import DagsterEventType, DagsterInstance
+
+from bench.common import REPO
+from webtoon_assets.paths import DataLayout
+
+SERIES = "lantern_street"
+SHOTS = ["wide", "medium", "close-up", "full", "over-shoulder", "establishing", "extreme-close-up", "pov"]
+CASTS = [["mira"], ["mira", "tomas"], ["tomas"], ["mira", "juno"], ["juno"], ["tomas", "juno"], []]
+PLACES = ["lantern_shop", "rain_alley", "harbor_market", "clocktower_roof"]
+
+
+def long_episode(panels: int, tag: str = "") -> str:
+    """A script of ``panels`` distinct panels over four scenes (``tag`` makes episodes differ)."""
+    lines = [f"Title: Benchmark Night {tag}".rstrip(), ""]
+    per_scene = math.ceil(panels / len(PLACES))
+    n = 0
+    for place in PLACES:
+        if n == panels:
+            break
+        lines += [f"SCENE {place}: Scene at {place}.", ""]
+        for _ in range(per_scene):
+            if n == panels:
+                break
+            cast = CASTS[n % len(CASTS)]
+            lines += [f"PANEL {SHOTS[n % len(SHOTS)]}: {', '.join(cast)}", f"Beat number {n + 1} of the night{' ' + tag if tag else ''}.", ""]
+            n += 1
+    return "\n".join(lines)
+
+
+def fresh_root(base: Path, name: str, panels: int, episodes: list[str] | None = None) -> DataLayout:
+    """A data root holding the sample series with one long episode ``bench`` added or, given
+    ``episodes``, with those long episodes in place of the sample's."""
+    root = base / name
+    shutil.copytree(REPO / "data" / "series", root / "series")
+    shutil.copy(REPO / "data" / "pricebook.yaml", root / "pricebook.yaml")
+    folder = root / "series" / SERIES / "episodes"
+    if episodes:
+        for old in folder.glob("*.txt"):
+            old.unlink()
+    for eid in episodes or ["bench"]:
+        (folder / f"{eid}.txt").write_text(long_episode(panels, "" if eid == "bench" else eid))
+    return DataLayout(root)
+
+
+def instance_dir(path: Path) -> Path:
+    path.mkdir()
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path
+
+
+def step_seconds(instance: DagsterInstance, run_id: str, step: str) -> float:
+    events = instance.all_logs(run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS})
+    times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step}
+    return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
+
+
