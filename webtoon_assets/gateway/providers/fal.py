@@ -154,7 +154,7 @@ class FalProvider:
     async def _generate_text(self, request: GenerationRequest, submission: Submission) -> ProviderText:
         args = dict(request.arguments)
         if request.references:  # a vision model is shown the images
-            args["image_urls"] = [await self._reference_url(r) for r in request.references]
+            args["image_urls"] = await self._reference_urls(request)
         handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
         result, _ = await self._result(handle)
         text = result.get("output")
@@ -180,7 +180,7 @@ class FalProvider:
     async def _generate(self, request: GenerationRequest, dest: Path, submission: Submission) -> ProviderResult:
         args = dict(request.arguments)
         if request.references:
-            args["image_urls"] = [await self._reference_url(r) for r in request.references]
+            args["image_urls"] = await self._reference_urls(request)
         handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
         result, units = await self._result(handle)
         images = result.get("images") or []
@@ -365,6 +365,11 @@ class FalProvider:
             raise _BadImage(f"Pillow cannot decode it ({type(e).__name__}: {e})") from None
 
     # -- reference images ------------------------------------------------------------------------
+    async def _reference_urls(self, request: GenerationRequest) -> list[str]:
+        """The request's references as fal reads them, uploaded side by side (each once per content
+        hash, under its lock), in the request's order."""
+        return list(await asyncio.gather(*(self._reference_url(r) for r in request.references)))
+
     async def _reference_url(self, ref: Reference) -> str:
         if self.settings.references == "inline":
             if ref.sha256 not in self._inline:
