@@ -249,3 +249,14 @@ def test_a_users_left_over_wal_is_never_replayed_onto_the_rebuilt_file(layout):
     finally:
         con.close()
     assert "mine" not in tables and "generations" in tables
+
+
+def test_a_quoted_value_is_a_literal_not_sql():
+    import duckdb
+
+    from webtoon_assets.costs.sql import literal
+
+    evil = "ep01' OR '1'='1"
+    con = duckdb.connect()
+    assert con.execute(f"SELECT {literal(evil)}").fetchone() == (evil,)
+    assert con.execute(f"SELECT count(*) FROM (VALUES ('ep01')) t(e) WHERE e = {literal(evil)}").fetchone() == (0,)

@@ -13,6 +13,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSev
 
 from webtoon_assets.bible import BibleError, Series, load_series
 from webtoon_assets.costs import refresh_cost_tables
+from webtoon_assets.costs.sql import literal
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.paths import DataLayout
@@ -69,7 +70,7 @@ def episode_cost_result(layout: DataLayout, series: Series, episode: str) -> Ass
         con = duckdb.connect(str(layout.duckdb_path), read_only=True)
         try:
             rows = con.execute("SELECT provider, as_paid_per_panel_usd, amortised_per_panel_usd FROM amortization "
-                               "WHERE series = ? AND episode = ?", [series.id, episode]).fetchall()
+                               f"WHERE series = {literal(series.id)} AND episode = {literal(episode)}").fetchall()
         finally:
             con.close()
     except duckdb.Error as e:

@@ -4,15 +4,20 @@ Lettering is its own step after generation, so a change of words re-letters with
 image: the panels it reads are cache hits (no dialogue ever enters an image prompt). The clean
 panel is kept beside the lettered one."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 from dagster import AssetExecutionContext, AssetsDefinition, DynamicPartitionsDefinition, MaterializeResult, MetadataValue
 from PIL import Image
 
 from webtoon_assets.assets.partitions import episode_asset
-from webtoon_assets.compose.canvas import save_png
+from webtoon_assets.files import atomic_path
 from webtoon_assets.letter import draw_lettering, layout
-from webtoon_assets.manifests import ImageSet, LetteredPanel, LetteredSet, Storyboard
+from webtoon_assets.manifests import ImageSet, LetteredPanel, LetteredSet, PanelPlan, Storyboard
 from webtoon_assets.resources import DataRootResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
+
+
+LETTERING_THREADS = 2
 
 
 def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
@@ -23,23 +28,30 @@ def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinitio
         board = storyboard
         clean = panels.by_item()
         out_dir = data.layout.output_dir(series_id, context.partition_key) / "lettered"
-        items, warnings, thumbs = [], [], []
-        for plan in board.panels:
+
+        def letter(plan: PanelPlan) -> tuple[LetteredPanel, Image.Image]:
             src = clean[plan.id]
             with Image.open(src.path) as im:
                 lettering = layout(plan, im.width, im.height)
                 lettered = draw_lettering(im, lettering)
             dest = out_dir / f"{plan.id}.png"
-            save_png(lettered, dest)
-            for w in lettering.warnings:
-                context.log.warning(w)
-            warnings += lettering.warnings
-            thumbs.append(thumbnail(dest))
-            items.append(LetteredPanel(item=plan.id, path=str(dest), clean_path=src.path, width=im.width,
-                                       height=im.height, lettering=[i.to_json() for i in lettering.items],
-                                       warnings=lettering.warnings))
-            context.log.info(f"lettered_panels {plan.order}/{len(board.panels)} {plan.id}: "
-                             f"{len(lettering.items)} item(s)")
+            with atomic_path(dest) as tmp:  # an intermediate the strip reads: fast to write, not small
+                lettered.save(tmp, format="PNG", compress_level=1)
+            return LetteredPanel(item=plan.id, path=str(dest), clean_path=src.path, width=lettered.width,
+                                 height=lettered.height, lettering=[i.to_json() for i in lettering.items],
+                                 warnings=lettering.warnings), thumbnail(lettered)
+
+        items, warnings, thumbs = [], [], []
+        # Decoding, drawing and encoding let go of the GIL: two panels at a time, kept in order.
+        with ThreadPoolExecutor(max_workers=LETTERING_THREADS, thread_name_prefix="letter") as pool:
+            for item, thumb in pool.map(letter, board.panels):
+                for w in item.warnings:
+                    context.log.warning(w)
+                warnings += item.warnings
+                items.append(item)
+                thumbs.append(thumb)
+        context.log.info(f"lettered_panels: {len(items)} panel(s), {sum(len(i.lettering) for i in items)} item(s), "
+                         f"{len(warnings)} warning(s)")
         return MaterializeResult(
             value=LetteredSet(series=board.series, episode=board.episode, items=items),
             metadata={

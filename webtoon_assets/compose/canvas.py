@@ -265,11 +265,6 @@ def save_strip_png(placed: list[Placed], height: int, dest: Path, scale: float =
             png.write(band)
 
 
-def save_png(image: Image.Image, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        image.save(tmp, format="PNG", compress_level=6)
-
-
 def thumbnail(placed: list[Placed], dest: Path) -> None:
     """The first panel, cropped to WEBTOON's episode thumbnail."""
     from PIL import ImageOps

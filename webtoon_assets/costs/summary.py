@@ -6,13 +6,15 @@ from pathlib import Path
 
 import duckdb
 
+from webtoon_assets.costs.sql import literal
+
 
 def season_summary(db: Path, series: str) -> str:
     con = duckdb.connect(str(db), read_only=True)
     try:
         lines: list[str] = []
-        for (provider,) in con.execute("SELECT DISTINCT provider FROM amortization WHERE series = ? ORDER BY 1",
-                                       [series]).fetchall():
+        for (provider,) in con.execute("SELECT DISTINCT provider FROM amortization "
+                                       f"WHERE series = {literal(series)} ORDER BY 1").fetchall():
             basis = "list price: an exact quote, nothing billed" if provider == "local" else "billed"
             lines.append(f"{series} via {provider} ({basis})")
             lines.append(f"  {'episode':<10}{'panels':>7}{'as paid':>10}{'amortised':>11}"
@@ -20,19 +22,19 @@ def season_summary(db: Path, series: str) -> str:
             for ep, panels, paid, amort, ppp, ppa, target, ok in con.execute(
                     "SELECT episode, panels, as_paid_usd, amortised_usd, as_paid_per_panel_usd, "
                     "amortised_per_panel_usd, target_per_panel_usd, meets_target FROM amortization "
-                    "WHERE series = ? AND provider = ? ORDER BY episode", [series, provider]).fetchall():
+                    f"WHERE series = {literal(series)} AND provider = {literal(provider)} ORDER BY episode").fetchall():
                 lines.append(f"  {ep:<10}{panels or 0:>7}{paid:>10.4f}{amort:>11.4f}{ppp or 0:>14.4f}{ppa or 0:>16.4f}"
                              f"  ${target.normalize()} {'met' if ok else 'MISSED'}")
             row = con.execute("SELECT total_usd, per_panel_usd, one_time_usd, per_episode_usd FROM projection "
-                              "WHERE series = ? AND provider = ? AND episodes = 10", [series, provider]).fetchone()
+                              f"WHERE series = {literal(series)} AND provider = {literal(provider)} AND episodes = 10").fetchone()
             if row:
                 lines.append(f"  10-episode projection: ${row[0]:.2f} (${row[1]:.4f}/panel) = one-time ${row[2]:.4f}"
                              f" + 10 x ${row[3]:.4f} per episode")
             # Ranked by the 10-episode total; `rank` counts only models that take every reference image
             # (those that cannot are cheaper but not comparable: rank NULL, ranked among all by rank_all).
             cheapest = con.execute("SELECT rank, platform, model, per_panel_usd, ten_episode_usd FROM platform_whatif "
-                                   "WHERE series = ? AND usage_from = ? AND rank IS NOT NULL ORDER BY rank LIMIT 3",
-                                   [series, provider]).fetchall()
+                                   f"WHERE series = {literal(series)} AND usage_from = {literal(provider)} "
+                                   "AND rank IS NOT NULL ORDER BY rank LIMIT 3").fetchall()
             if cheapest:
                 lines.append("  cheapest platforms for 10 episodes of this usage (taking every reference image; "
                              "all: platform_whatif):")

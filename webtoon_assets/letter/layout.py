@@ -10,8 +10,8 @@ shrinks down to a legible minimum; past that, the panel gets a warning that name
 from __future__ import annotations
 
 import textwrap
+import threading
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from PIL import ImageFont
@@ -55,9 +55,14 @@ class Lettering:
     warnings: list[str]
 
 
-@lru_cache(maxsize=64)
+_fonts = threading.local()  # FreeType faces are not to be shared between threads: one cache per thread
+
+
 def font(kind: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONTS / FONT_FILES[kind]), size)
+    cache = _fonts.__dict__.setdefault("by_kind_size", {})
+    if (f := cache.get((kind, size))) is None:
+        f = cache[(kind, size)] = ImageFont.truetype(str(FONTS / FONT_FILES[kind]), size)
+    return f
 
 
 def wrap(text: str, kind: str, size: int, max_px: float) -> list[str]:

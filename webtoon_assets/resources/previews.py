@@ -10,8 +10,13 @@ from pathlib import Path
 from PIL import Image
 
 
-def thumbnail(path: Path, width: int = 160, max_height: int | None = None) -> Image.Image:
-    with Image.open(path) as im:
+def thumbnail(source: Path | Image.Image, width: int = 160, max_height: int | None = None) -> Image.Image:
+    """A small copy of an image file, or of an image already in memory (not decoded again)."""
+    if isinstance(source, Image.Image):
+        im = source.copy()  # thumbnail() works in place
+        im.thumbnail((width, max_height or width * 2))
+        return im.convert("RGB")
+    with Image.open(source) as im:
         im.thumbnail((width, max_height or width * 2))
         return im.convert("RGB")
 
