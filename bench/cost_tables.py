@@ -5,13 +5,19 @@ A synthetic ledger of N valid, checksummed rows (a realistic mix of series, epis
 endpoints, statuses and reference inputs; ~600 bytes a line; a few files, one per "process") is
 written beside a copy of the bible and the price book. In the same run, each in its own process:
 
-- baseline: DuckDB alone reading the same files, ``SELECT count(*) FROM read_json(...)``;
-- measured: ``refresh_cost_tables(DataLayout(root))``, the whole rebuild of data/webtoon.duckdb.
+1. the whole build (no cost file yet):
+   - baseline: DuckDB alone reading the same files, ``SELECT count(*) FROM read_json(...)``;
+   - measured: ``refresh_cost_tables(DataLayout(root))``, data/webtoon.duckdb built whole.
+2. the refresh after a run: a run adds RUN_ROWS rows in a new file (its process's) and as many
+   appended to an existing file (a process that goes on writing), then
+   - baseline: the same DuckDB count over the same files, now holding those rows too;
+   - measured: ``refresh_cost_tables``, which brings the file of step 1 up to date (incremental).
 
-Goal: measured <= 3x baseline, and the measured process's peak RSS <= 1 GB. Two more references,
-each DuckDB alone in its own process, say where the time goes (in ``extra``): building the same
-table from the same files with no check at all (typed read_json, sorted by time, written to a file,
-same memory cap), and the sha256 of every line (what verifying the rows' checksums costs in SQL).
+Goal for each: measured <= 3x its baseline, and the measured process's peak RSS <= 1 GB. Two more
+references, each DuckDB alone in its own process, say where the whole build's time goes (in
+``extra``): building the same table from the same files with no check at all (typed read_json,
+sorted by time, written to a file, same memory cap), and the sha256 of every line (what verifying
+the rows' checksums costs in SQL).
 Usage: python -m bench.cost_tables [--rows N] [--keep DIR]
 """
 
@@ -45,6 +51,7 @@ PRICES = [(str(Decimal(p)), str(Decimal(p) * 120)) for p in ("0.005", "0.008", "
 ERRORS = ["HTTP 500 from provider: internal error while generating, retried 3 times then gave up",
           "budget: the episode cap of $0.50 would be exceeded by this plan (needs $0.64, $0.12 left)"]
 FILES = 6
+RUN_ROWS = 68  # a run of the sample season's size: 68 attempts
 
 
 def _status_table() -> list[str]:
@@ -148,23 +155,38 @@ def _child(args: list[str], ledger: Path):
     return python_measured(["-m", "bench.cost_tables", *args])
 
 
+def run_adds(ledger: Path, n: int = RUN_ROWS) -> int:
+    """What a run adds: ``n`` rows appended to the last file and ``n`` in a new one; the bytes added."""
+    lines = list(ledger_lines(2 * n, seed=1))  # other ids than the ledger's (seed 0)
+    with open(sorted(ledger.glob("*.jsonl"))[-1], "a", encoding="utf-8") as out:
+        added = out.write("".join(lines[:n]))
+    with open(ledger / "20261128T060000-benchhost-4100-1.jsonl", "w", encoding="utf-8") as out:
+        added += out.write("".join(lines[n:]))
+    return added
+
+
+def _counted(m, expected: int, what: str) -> None:
+    got = int(m.stdout.split()[-1])
+    if got != expected:
+        raise RuntimeError(f"{what}: {got} rows, expected {expected}: {m.stdout}")
+
+
 def measure(base: Path, rows: int = 1_000_160) -> list[Row]:
     from webtoon_assets.costs.tables import MEMORY_LIMIT
 
     root, size = fresh_root(base, rows)
     ledger = root / "ledger"
+    db = root / "webtoon.duckdb"
     baseline = _child(["--duckdb-count", str(ledger)], ledger)
-    counted = int(baseline.stdout.split()[-1])
-    if counted != rows:
-        raise RuntimeError(f"DuckDB counted {counted} rows, expected {rows}")
+    _counted(baseline, rows, "DuckDB counted")
     measured = _child(["--refresh", str(root)], ledger)
-    made = int(measured.stdout.split()[-1])
-    if made != rows:
-        raise RuntimeError(f"the cost tables hold {made} rows, expected {rows}: {measured.stdout}")
+    _counted(measured, rows, "the cost tables hold")
+    if "built: whole" not in measured.stdout:
+        raise RuntimeError(f"the first refresh was not a whole build: {measured.stdout}")
+    whole_bytes = db.stat().st_size
     build = _child(["--duckdb-build", str(ledger), "--memory", MEMORY_LIMIT], ledger)
     sha = _child(["--duckdb-sha256", str(ledger)], ledger)
-    db = root / "webtoon.duckdb"
-    return [Row(what=f"cost tables, {rows:,} ledger rows",
+    whole = Row(what=f"cost tables, {rows:,} ledger rows (built whole)",
                 baseline=f"DuckDB alone: count(*) of read_json over the same {size / 1e6:.0f} MB",
                 baseline_s=round(baseline.seconds, 3), measured_s=round(measured.seconds, 3), goal=3.0,
                 limits={"peak_mb": (round(measured.peak_mb, 1), 1024)},
@@ -173,7 +195,27 @@ def measure(base: Path, rows: int = 1_000_160) -> list[Row]:
                        "reference_build_no_checks_peak_mb": round(build.peak_mb, 1),
                        "reference_sha256_every_line_s": round(sha.seconds, 3), "ledger_bytes": size,
                        "ledger_files": len(list(ledger.glob("*.jsonl"))), "rows": rows,
-                       "duckdb_bytes": db.stat().st_size, "log": measured.stdout.strip().splitlines()[:-1]})]
+                       "duckdb_bytes": whole_bytes, "log": measured.stdout.strip().splitlines()[:-2]})
+
+    added = run_adds(ledger)
+    after = rows + 2 * RUN_ROWS
+    baseline = _child(["--duckdb-count", str(ledger)], ledger)
+    _counted(baseline, after, "DuckDB counted")
+    measured = _child(["--refresh", str(root)], ledger)
+    _counted(measured, after, "the cost tables hold")
+    if "built: incremental" not in measured.stdout:
+        raise RuntimeError(f"the refresh after the run was not incremental: {measured.stdout}")
+    total = size + added
+    run = Row(what=f"cost tables refresh after a run (+{RUN_ROWS} rows in a new file and +{RUN_ROWS} rows appended "
+                   f"to an existing one) on a {rows:,}-row ledger",
+              baseline=f"DuckDB alone: count(*) of read_json over the same {total / 1e6:.0f} MB",
+              baseline_s=round(baseline.seconds, 3), measured_s=round(measured.seconds, 3), goal=3.0,
+              limits={"peak_mb": (round(measured.peak_mb, 1), 1024)},
+              extra={"baseline_peak_mb": round(baseline.peak_mb, 1), "rows": after, "bytes_added": added,
+                     "ledger_files": len(list(ledger.glob("*.jsonl"))),
+                     "duckdb_bytes_before": whole_bytes, "duckdb_bytes": db.stat().st_size,
+                     "log": measured.stdout.strip().splitlines()[:-2]})
+    return [whole, run]
 
 
 # The generations table's inputs as DuckDB types, for the no-check reference.
@@ -222,13 +264,28 @@ def _duckdb_count(ledger: Path) -> None:
 def _refresh(root: Path) -> None:
     import duckdb
 
-    from webtoon_assets.costs import refresh_cost_tables
+    from webtoon_assets.costs import refresh_cost_tables, tables
     from webtoon_assets.paths import DataLayout
 
-    db = refresh_cost_tables(DataLayout(root))
+    built = ["whole"]  # incremental when the refresh finds an earlier file to bring up to date
+    old_state = tables._old_state
+
+    def spy(con, layout):
+        state = old_state(con, layout)
+        built[:] = ["whole" if state is None else "incremental"]
+        return state
+
+    tables._old_state = spy
+    notes: list[str] = []
+    db = refresh_cost_tables(DataLayout(root), log=notes.append)
+    for note in notes:
+        print(note)
+        if note.startswith("cost tables: built whole"):  # the incremental path failed
+            built[:] = ["whole"]
     if db is None:
         raise SystemExit("the cost tables were not refreshed")
     con = duckdb.connect(str(db), read_only=True)
+    print(f"built: {built[0]}")
     print(con.execute("SELECT count(*) FROM generations").fetchone()[0])
 
 

@@ -1,6 +1,6 @@
-"""The cost tables (data/webtoon.duckdb) as an asset: rebuilt from the ledger once per run, after the
-generating steps (in the season and trial jobs, and by its automation condition after runs launched
-from the UI). Its materialization is the season's dashboard: spend and quote per episode, amortised
+"""The cost tables (data/webtoon.duckdb) as an asset: brought up to date from the ledger once per run
+(incrementally: costs/tables.py), after the generating steps (in the season and trial jobs, and by
+its automation condition after runs launched from the UI). Its materialization is the season's dashboard: spend and quote per episode, amortised
 cost per panel against the target, budget left and the projection, as a table and as numbers that plot."""
 
 from decimal import Decimal
@@ -15,7 +15,7 @@ from webtoon_assets.resources import DataRootResource
 COST_TABLES = AssetKey("cost_tables")
 # The tables alone: what a finished model trial asks for (series.py), and a rebuild from the launchpad.
 COST_TABLES_JOB = define_asset_job("refresh_cost_tables", selection=AssetSelection.assets(COST_TABLES),
-                                   description="Rebuild data/webtoon.duckdb from the ledger, the bible and the trials.")
+                                   description="Refresh data/webtoon.duckdb from the ledger, the bible and the trials.")
 _TYPES = {"panels": "int", "meets_target": "bool", "series": "string", "provider": "string", "episode": "string"}
 
 

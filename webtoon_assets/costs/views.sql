@@ -62,8 +62,8 @@ FROM generations GROUP BY provider, endpoint;
 CREATE VIEW amortization AS
 WITH episode_rows AS (
     SELECT * FROM generations WHERE episode <> ''
-), artifacts AS (
-    SELECT series, provider, request_key, any_value(counted_usd) AS counted_usd
+), artifacts AS (  -- an artifact made more than once costs what it cost the first time (whatever the rows' order)
+    SELECT series, provider, request_key, first(counted_usd ORDER BY time, id) AS counted_usd
     FROM episode_rows WHERE reusable AND status = 'generated' GROUP BY ALL
 ), uses AS (
     SELECT DISTINCT series, provider, request_key, episode

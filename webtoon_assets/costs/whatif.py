@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -33,12 +34,16 @@ def _usage_request(row: LedgerRow | Usage, entry: PriceEntry) -> dict[str, Any]:
     return req
 
 
-def platform_whatif(book: PriceBook, usage: Sequence[LedgerRow | Usage]) -> list[dict[str, Any]]:
+def platform_whatif(book: PriceBook, usage: Sequence[LedgerRow | Usage],
+                    quotes: dict[tuple, Decimal | None] | None = None) -> list[dict[str, Any]]:
     """One row per (platform, model): the cost of ``usage`` (distinct generated requests of one
     series on one provider, as rows or as groups of alike requests with their ``count``) had every
     generation been made there. A generation with reference images goes to the model's endpoint
     that takes references, else to its text-to-image one. A group is quoted once and counts
-    ``count`` times (exact: Decimal), so grouping never changes a total."""
+    ``count`` times (exact: Decimal), so grouping never changes a total. ``quotes``: the quotes
+    already made with this ``book`` (endpoint and request -> USD, None if it cannot be quoted),
+    shared by calls for other series and providers; it is added to."""
+    quotes = {} if quotes is None else quotes
     models: dict[tuple[str, str], list[PriceEntry]] = defaultdict(list)
     for e in book.entries:
         if e.kind == "image":
@@ -53,10 +58,16 @@ def platform_whatif(book: PriceBook, usage: Sequence[LedgerRow | Usage]) -> list
             n = row.count if isinstance(row, Usage) else 1
             entry = edit if (row.inputs and edit) or text is None else text
             dropped_refs += max(0, len(row.inputs) - entry.max_references) * n
-            try:
-                usd = quote(entry.endpoint, _usage_request(row, entry), book=book).usd * n
-            except QuoteError:
+            request = _usage_request(row, entry)
+            key = (entry.endpoint, json.dumps(request, sort_keys=True))
+            if key not in quotes:
+                try:
+                    quotes[key] = quote(entry.endpoint, request, book=book).usd
+                except QuoteError:
+                    quotes[key] = None
+            if quotes[key] is None:
                 continue
+            usd = quotes[key] * n
             total += usd
             if row.reusable:
                 one_time += usd
