@@ -75,7 +75,9 @@ WITH episode_rows AS (
     FROM episode_rows WHERE status IN ('generated', 'cached') GROUP BY ALL
 ), shares AS (
     SELECT u.series, u.provider, u.episode,
-           sum(a.counted_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced))) AS shared_usd
+           -- each share rounded to a DECIMAL first: a sum of DOUBLEs in parallel would depend on the order
+           sum(CAST(a.counted_usd / (us.n_users * greatest(1.0, s.planned_episodes / p.n_produced)) AS DECIMAL(38,12)))
+             AS shared_usd
     FROM uses u
     JOIN artifacts a USING (series, provider, request_key)
     JOIN users us USING (series, provider, request_key)
