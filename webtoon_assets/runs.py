@@ -11,40 +11,57 @@ run waits for a slot forever. Two paths clean this up:
   waiting for a slot that a run whose process is gone holds (:func:`execute_run`).
 
 The process of a run is found from the run's tags (``webtoon/host``, ``webtoon/pid``, set by
-:func:`execute_run` when it creates the run) or Dagster's own engine events ("Started process for
-run (pid: N)" from a launched run worker, "Executing steps in process (pid: N)" from an in-process
-run). A run with no recorded process is never touched, nor one whose process is alive, nor one
-on another host. A pid alive but started after the run was recorded belongs to a newer process
-(the pid was reused): the run's own process is gone.
+:func:`execute_run` when it creates the run) or the engine events that name it ("Launched run worker
+(pid: N)" from :class:`LocalRunLauncher`, Dagster's "Started process for run (pid: N)" from a launched
+run worker, "Executing steps in process (pid: N)" from an in-process run). A run with no recorded
+process is never touched, nor one whose process is alive, nor one on another host. A pid alive but
+started after the run was recorded belongs to a newer process (the pid was reused): the run's own
+process is gone.
+
+Runs launched from the UI (the daemon's run queue) start in warm run workers: :class:`LocalRunLauncher`
+forks each run's process from a parent that has already imported Dagster and the heavy libraries
+(``webtoon_assets.run_workers``), instead of asking the code server for a fresh interpreter.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.events import JobFailureData, RunFailureReason
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, Field, MetadataValue, RunsFilter
+from dagster._core.events import EngineEventData, JobFailureData, RunFailureReason
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.launcher.base import LaunchRunContext
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.tags import GRPC_INFO_TAG
 from dagster._core.utils import make_new_run_id
+from dagster._serdes import ConfigurableClassData, serialize_value
 from filelock import FileLock
 
 from webtoon_assets.liveness import HOST, pid_alive
+from webtoon_assets.run_workers import PRELOAD, WarmParent, WarmParentUnavailable
 
 RUN_HOST_TAG = "webtoon/host"
 RUN_PID_TAG = "webtoon/pid"
 PARTITION_TAG = "dagster/partition"
-# Engine events that name the process running a run, in Dagster 1.13.
-_PID_EVENT = re.compile(r"^(Started process for run|Started process for resuming job|Executing steps in process|"
-                        r"Executing steps using multiprocess executor: parent process) \(pid: (\d+)\)")
+LAUNCHED_WORKER = "Launched run worker"  # LocalRunLauncher's event, as it forks a run's process
+# Engine events that name the process running a run: ours, and Dagster 1.13's.
+_PID_EVENT = re.compile(rf"^({LAUNCHED_WORKER}|Started process for run|Started process for resuming job|"
+                        r"Executing steps in process|Executing steps using multiprocess executor: parent process) "
+                        r"\(pid: (\d+)\)")
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", HOST})
+# The events that name a process started for the run alone (which terminate may signal).
+RUN_WORKER_SOURCES = (LAUNCHED_WORKER, "Started process for run", "Started process for resuming job")
+TERMINATE_GRACE_SECONDS = 60.0  # a terminated run's worker that is still running after this is killed
 START_SLACK_SECONDS = 2.0  # /proc start times are exact to the second of the boot time
 WAIT_MESSAGE_EVERY_SECONDS = 60.0
 
@@ -115,17 +132,20 @@ def process_alive(pid: int, since: float | None = None) -> bool:
     return not (since is not None and started is not None and started > since + START_SLACK_SECONDS)
 
 
-def run_process(instance: DagsterInstance, run: DagsterRun) -> RunProcess | None:
-    """The process that runs ``run``, as the run recorded it, or None if it recorded none (yet)."""
+def run_process(instance: DagsterInstance, run: DagsterRun, sources: Iterable[str] | None = None
+                ) -> RunProcess | None:
+    """The process that runs ``run``, as the run recorded it, or None if it recorded none (yet).
+    ``sources``: only a process named by those events (e.g. RUN_WORKER_SOURCES)."""
     tags = run.tags
-    if tags.get(RUN_PID_TAG, "").isdigit():
+    if sources is None and tags.get(RUN_PID_TAG, "").isdigit():
         record = instance.get_run_record_by_id(run.run_id)
         since = record.create_timestamp.timestamp() if record else None
         return RunProcess(tags.get(RUN_HOST_TAG, HOST), int(tags[RUN_PID_TAG]), since, "run tags")
+    wanted = None if sources is None else set(sources)
     found = None
     for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
         message = entry.dagster_event.message if entry.dagster_event else entry.user_message
-        if message and (m := _PID_EVENT.match(message)):
+        if message and (m := _PID_EVENT.match(message)) and (wanted is None or m[1] in wanted):
             found = (int(m[2]), entry.timestamp, m[1])  # the latest: a resumed run has a new process
     if found is None:
         return None
@@ -297,16 +317,175 @@ def execute_run(job: Any, instance: DagsterInstance, label: str, log: Log = say,
         return job.execute_in_process(instance=instance, run_id=run_id, tags=tags, **kwargs)
 
 
-# -- the daemon's side: a run launcher that can tell whether a run's worker is alive ----------------
+# -- the daemon's side: a run launcher with warm run workers, that can tell whether they are alive --
 
 class LocalRunLauncher(DefaultRunLauncher):
-    """Dagster's default launcher (runs start in the code server's process on this machine), plus
-    the health check run monitoring needs: a run whose worker process is gone is reported FAILED,
-    and the monitoring daemon marks it failed. Configured in dagster.yaml (``run_launcher:``)."""
+    """The project's run launcher (dagster.yaml ``run_launcher:``), in the process that launches runs
+    (the daemon's run queue; the webserver without one).
+
+    - Each run starts in a process of its own, forked from the launcher's warm parent (started on
+      the first launch, see ``webtoon_assets.run_workers``), which has imported Dagster and the heavy
+      libraries but never the project: the worker imports the project fresh, loads the job from the
+      run's code origin and executes it as ``dagster api execute_run`` does. "Launched run worker
+      (pid: N)" is recorded as the fork returns; Dagster's "Started process for run (pid: N)" follows.
+    - A run that cannot start warm (no Python code origin, another Python, a container image, a code
+      server on another host, warm workers off, or the warm parent failing) starts the default way,
+      in a process the code server spawns; the reason is an engine event of the run.
+    - ``terminate`` sends the worker SIGINT, which Dagster's run worker turns into a clean cancel at its
+      next step boundary (the run ends CANCELED); a worker that is gone, or still running
+      ``TERMINATE_GRACE_SECONDS`` later (then SIGKILLed), has its run marked canceled here.
+      Runs started by a code server are terminated through it, as by Dagster's launcher.
+    - Run monitoring's health check: a started run whose worker process is gone is reported FAILED.
+
+    Workers outlive the launcher: when the daemon stops, its warm parent exits and the runs go on to
+    their end (their parent becomes init). A restarted daemon starts a new warm parent; the runs of
+    the old one are still terminated and checked, by the pid their events record. A worker that dies
+    with its run unfinished is caught by the health check, as any other.
+    """
+
+    def __init__(self, inst_data: ConfigurableClassData | None = None, warm_run_workers: bool = True,
+                 preload: Sequence[str] = ()):
+        super().__init__(inst_data=inst_data)
+        self.warm_run_workers = warm_run_workers
+        self.preload = tuple(preload)
+        self._warm: WarmParent | None = None
+        self._warm_lock = threading.Lock()
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {
+            "warm_run_workers": Field(bool, is_required=False, default_value=True,
+                                      description="Fork each run's process from a warm parent (else: the code server "
+                                                  "spawns it, Dagster's default)."),
+            "preload": Field([str], is_required=False, default_value=[],
+                             description="Modules the warm parent imports besides its own list (never the project's)."),
+        }
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> "LocalRunLauncher":
+        return cls(inst_data=inst_data, warm_run_workers=config_value.get("warm_run_workers", True),
+                   preload=config_value.get("preload") or ())
+
+    # -- launching ----------------------------------------------------------------------------------
+
+    @property
+    def warm_parent(self) -> WarmParent:
+        with self._warm_lock:
+            if self._warm is None:
+                self._warm = WarmParent((*PRELOAD, *self.preload))
+            return self._warm
+
+    def why_not_warm(self, run: DagsterRun) -> str | None:
+        """Why ``run`` cannot start in a warm worker, or None if it can."""
+        if not self.warm_run_workers:
+            return "warm_run_workers is off in the run launcher's config"
+        if not hasattr(os, "fork"):
+            return "this platform cannot fork"
+        origin = run.job_code_origin
+        if origin is None:
+            return "the run has no Python code origin"
+        repo = origin.repository_origin
+        if repo.container_image:
+            return f"its code location runs in the container image {repo.container_image}"
+        if os.path.abspath(repo.executable_path) != os.path.abspath(sys.executable):
+            return f"its code location runs {repo.executable_path}, not this launcher's {sys.executable}"
+        remote = run.remote_job_origin
+        location = remote.repository_origin.code_location_origin if remote is not None else None
+        # A grpc_server location (`dagster dev` serves its code locations so) on this machine runs the
+        # code origin above with this Python; one on another host may not even have these files.
+        if (isinstance(location, GrpcServerCodeLocationOrigin) and not location.socket
+                and location.host not in LOCAL_HOSTS):
+            return f"its code server is on another host ({location.host})"
+        return None
 
     def launch_run(self, context: LaunchRunContext) -> None:
-        self._instance.add_run_tags(context.dagster_run.run_id, {RUN_HOST_TAG: HOST})
+        run = context.dagster_run
+        self._instance.add_run_tags(run.run_id, {RUN_HOST_TAG: HOST})
+        why = self.why_not_warm(run)
+        if why is None:
+            try:
+                pid, parent = self.warm_parent.start_run(run.run_id, serialize_value(self._instance.get_ref()))
+            except WarmParentUnavailable as exc:  # nothing was forked: the default way is safe
+                why = str(exc)
+            else:  # (any other error propagates: a worker may exist, so none other is started)
+                self._instance.report_engine_event(
+                    f"{LAUNCHED_WORKER} (pid: {pid}) on {HOST}, forked from the warm parent (pid: {parent}).", run,
+                    EngineEventData(metadata={"pid": MetadataValue.text(str(pid)),
+                                              "warm parent pid": MetadataValue.text(str(parent))}))
+                self._run_ids.add(run.run_id)
+                return
+        self._instance.report_engine_event(f"Not starting a warm run worker: {why}. The code server starts it.",
+                                           run)
         super().launch_run(context)
+
+    def dispose(self) -> None:
+        """The warm parent exits; the runs it started go on."""
+        with self._warm_lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.stop()
+        super().dispose()
+
+    # -- terminating --------------------------------------------------------------------------------
+
+    def terminate(self, run_id: str) -> bool:
+        run = self._instance.get_run_by_id(run_id)
+        if not run or run.is_finished:
+            return False
+        if GRPC_INFO_TAG in run.tags or RUN_PID_TAG in run.tags:
+            # Started by a code server (the fallback): it is asked. Run by some other program in its
+            # own process (``webtoon demo``, a test): not ours to signal; Dagster's launcher cannot either.
+            return super().terminate(run_id)
+        proc = run_process(self._instance, run, RUN_WORKER_SOURCES)  # a process started for this run alone
+        if run.status != DagsterRunStatus.CANCELING:
+            self._instance.report_run_canceling(run)
+        if proc is None or proc.host != HOST:
+            self._instance.report_engine_event(
+                "Cannot terminate: " + ("no run worker is recorded for this run" if proc is None
+                                        else f"its run worker ({proc}) is on another host"), run)
+            return False
+        try:
+            if process_gone(proc):
+                raise ProcessLookupError
+            os.kill(proc.pid, signal.SIGINT)  # Dagster's run worker: a clean cancel (SIGTERM is the same)
+        except ProcessLookupError:
+            self._mark_canceled(run_id, f"Its run worker ({proc}) had already exited: marked canceled.")
+            return True
+        except PermissionError as exc:
+            self._instance.report_engine_event(f"Cannot terminate the run worker ({proc}): {exc}", run)
+            return False
+        threading.Thread(target=self._see_terminated, args=(run_id, proc), name=f"terminate-{run_id[:8]}",
+                         daemon=True).start()
+        return True
+
+    def _see_terminated(self, run_id: str, proc: RunProcess) -> None:
+        """A terminated worker ends its run itself; if it exits without doing so, or does not exit
+        within the grace period (then it is killed), the run is marked canceled here."""
+        deadline = time.monotonic() + TERMINATE_GRACE_SECONDS
+        try:
+            while time.monotonic() < deadline:
+                run = self._instance.get_run_by_id(run_id)
+                if run is None or run.is_finished:
+                    return
+                if process_gone(proc):
+                    time.sleep(1.0)  # its last events may still be on their way
+                    self._mark_canceled(run_id, f"Its run worker ({proc}) exited without ending the run: "
+                                                "marked canceled.")
+                    return
+                time.sleep(0.25)
+            if not process_gone(proc):
+                os.kill(proc.pid, signal.SIGKILL)
+            self._mark_canceled(run_id, f"Its run worker ({proc}) was still running {TERMINATE_GRACE_SECONDS:g} s "
+                                        "after it was asked to stop: killed, marked canceled.")
+        except Exception:  # noqa: BLE001 - run monitoring's cancel timeout is the backstop
+            return
+
+    def _mark_canceled(self, run_id: str, message: str) -> None:
+        run = self._instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self._instance.report_run_canceled(run, message)
+
+    # -- run monitoring ---------------------------------------------------------------------------
 
     @property
     def supports_check_run_worker_health(self) -> bool:
@@ -320,6 +499,12 @@ class LocalRunLauncher(DefaultRunLauncher):
             return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker ({proc}) is gone: killed or crashed",
                                         run_worker_id=str(proc.pid))
         return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker {proc} is alive", run_worker_id=str(proc.pid))
+
+    def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True) -> str | None:
+        proc = run_process(self._instance, run)
+        if proc is None:
+            return "No run worker recorded for this run."
+        return f"Run worker: {proc} (from the {proc.source}), {'gone' if process_gone(proc) else 'alive'}."
 
 
 def start_up(instance: DagsterInstance, data_root: Path, log: Log = say) -> None:
