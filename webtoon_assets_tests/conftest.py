@@ -104,3 +104,14 @@ def produced_season(base: Path, planned: int | None = None):
 
 def store_files(layout: DataLayout) -> set[str]:
     return {p.name for p in (layout.store / "images").rglob("*.png")}
+
+
+def cost_sql(layout: DataLayout, query: str) -> list[tuple]:
+    """A query's rows from the cost tables, read-only."""
+    import duckdb
+
+    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()

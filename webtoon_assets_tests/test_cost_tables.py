@@ -12,7 +12,6 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from webtoon_assets.costs import refresh_cost_tables, tables
@@ -21,6 +20,7 @@ from webtoon_assets.ledger import LedgerRow, parse_line, read_rows
 from webtoon_assets.pricing import load_pricebook
 
 TIME = dt.datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
+from webtoon_assets_tests.conftest import cost_sql
 
 
 def row(i: int, **kw) -> LedgerRow:
@@ -41,14 +41,6 @@ def ledger_file(layout, pid: int, n: int = 1) -> Path:
     """A ledger file named as its writer (this host, ``pid``) names it."""
     layout.ledger_dir.mkdir(parents=True, exist_ok=True)
     return layout.ledger_dir / f"20261129T00000{n}-{socket.gethostname()}-{pid}-1.jsonl"
-
-
-def sql(layout, query: str):
-    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
-    try:
-        return con.execute(query).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture
@@ -88,11 +80,11 @@ def test_a_damaged_row_mid_file_is_reported_by_line_and_counted_nowhere_while_it
     damaged.write_text("".join(lines))
     notes = refresh(layout)
 
-    counted = {r for (r,) in sql(layout, "SELECT item FROM generations")}
+    counted = {r for (r,) in cost_sql(layout, "SELECT item FROM generations")}
     assert counted == {f"p{i}" for i in (0, 1, 2, 3, 10, 11, 13, 14)}
-    (spent,), = sql(layout, "SELECT sum(spent_usd) FROM generations")
+    (spent,), = cost_sql(layout, "SELECT sum(spent_usd) FROM generations")
     assert spent == Decimal("0.005") * 8
-    problems = sql(layout, "SELECT file, line, reason FROM ledger_problems")
+    problems = cost_sql(layout, "SELECT file, line, reason FROM ledger_problems")
     assert problems == [(str(damaged), 3, "checksum does not match: the row was changed or damaged after it "
                                           "was written")]
     assert problems == as_read_rows(layout)[1]
@@ -107,8 +99,8 @@ def test_rows_of_the_old_format_still_count_with_the_same_stable_id(layout):
     ledger_file(layout, gone_pid(), 2).write_text(row(9).to_line())
     refresh(layout)
     rows, problems = as_read_rows(layout)
-    assert problems == [] and sql(layout, "SELECT count(*) FROM ledger_problems") == [(0,)]
-    assert sorted(sql(layout, "SELECT id, item, spent_usd FROM generations")) == sorted(
+    assert problems == [] and cost_sql(layout, "SELECT count(*) FROM ledger_problems") == [(0,)]
+    assert sorted(cost_sql(layout, "SELECT id, item, spent_usd FROM generations")) == sorted(
         (r.id, r.item, r.billed_usd) for r in rows)
     assert sum(r.id.startswith("legacy-") for r in rows) == 3
 
@@ -122,9 +114,9 @@ def test_a_torn_last_line_is_never_counted_and_is_reported_once_its_writer_is_go
     only.write_text(row(6).to_line()[:100])  # nothing but a partial line
     refresh(layout)
 
-    assert sorted(sql(layout, "SELECT item FROM generations")) == [("p1",), ("p2",), ("p4",)]
+    assert sorted(cost_sql(layout, "SELECT item FROM generations")) == [("p1",), ("p2",), ("p4",)]
     torn = "torn write: the process died mid-append (the next writer seals it)"
-    problems = sql(layout, "SELECT file, line, reason FROM ledger_problems")
+    problems = cost_sql(layout, "SELECT file, line, reason FROM ledger_problems")
     assert problems == [(str(dead), 3, torn), (str(only), 1, torn)] == as_read_rows(layout)[1]
     assert python_reads == []  # the whole lines were read by SQL, the partial ones left out
 
@@ -136,7 +128,7 @@ def test_money_stays_exact_over_many_tiny_amounts(layout, python_reads):
     lines.append(row(99_999, billed_usd=Decimal("12345.67890123"), list_usd=Decimal("0.1")).to_line())
     ledger_file(layout, gone_pid()).write_text("".join(lines))
     refresh(layout)
-    (spent, counted, quote, kind), = sql(layout, "SELECT sum(spent_usd), sum(counted_usd), sum(quote_usd), "
+    (spent, counted, quote, kind), = cost_sql(layout, "SELECT sum(spent_usd), sum(counted_usd), sum(quote_usd), "
                                                  "typeof(any_value(spent_usd)) FROM generations")
     assert kind == "DECIMAL(18,8)"
     assert spent == counted == Decimal("12345.67890123") + tiny * 20_000 == Decimal("12345.67910123")
@@ -173,8 +165,8 @@ def test_every_row_and_every_problem_is_what_the_ledger_reader_finds(layout):
 
     rows, problems = as_read_rows(layout)
     assert len(rows) == 27 and len(problems) == 11
-    assert sql(layout, "SELECT file, line, reason FROM ledger_problems") == problems
-    got = sql(layout, "SELECT id, id, time, status, spent_usd, quote_usd, saved_usd, counted_usd, list_usd, credits, "
+    assert cost_sql(layout, "SELECT file, line, reason FROM ledger_problems") == problems
+    got = cost_sql(layout, "SELECT id, id, time, status, spent_usd, quote_usd, saved_usd, counted_usd, list_usd, credits, "
                       "units, megapixels, images, seconds, width, height, n_inputs, inputs::VARCHAR, error, note "
                       "FROM generations")
     want = [(r.id, r.id, r.time, r.status, r.billed_usd, r.list_usd if r.status == "generated" else 0,
@@ -217,7 +209,7 @@ def test_the_whatif_in_the_tables_is_the_last_row_of_each_request_priced_row_by_
             usage.setdefault((r.series, r.provider), {})[r.request_key] = r
     want = sorted((s, p, m["model"], m["season_usd"], m["one_time_usd"], m["references_dropped"])
                   for (s, p), used in usage.items() for m in platform_whatif(book, list(used.values())))
-    got = sorted(sql(layout, "SELECT series, provider, model, season_usd, one_time_usd, references_dropped "
+    got = sorted(cost_sql(layout, "SELECT series, provider, model, season_usd, one_time_usd, references_dropped "
                              "FROM _whatif_raw"))
     assert got == want and len(got) > 10
 

@@ -22,7 +22,7 @@ import yaml
 
 from webtoon_assets.costs import refresh_cost_tables, tables
 from webtoon_assets.ledger import LedgerRow, read_rows, seal_torn_tails
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets_tests.conftest import SAMPLE, cost_sql
 
 TIME = dt.datetime(2026, 11, 29, 1, 2, 3, 456789, tzinfo=dt.timezone.utc)
 TINY = Decimal("0.00000001")
@@ -375,16 +375,8 @@ def test_a_refresh_with_no_ledger_change_reads_no_row_but_takes_the_bible_again(
         assert reads["hashed"] == []
     else:  # files too recent to trust their stat are checked by their bytes, and nothing is new
         assert {name for name, start, _ in reads["hashed"]} == {p.name for p in world.ledger()}
-    assert [t for (t,) in tables_sql(layout, "SELECT target_per_panel_usd FROM series_info")] == [Decimal("0.07")]
+    assert [t for (t,) in cost_sql(layout, "SELECT target_per_panel_usd FROM series_info")] == [Decimal("0.07")]
     assert_same(contents(layout.duckdb_path), contents(whole_build(layout, tmp_path)))
-
-
-def tables_sql(layout, query: str):
-    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
-    try:
-        return con.execute(query).fetchall()
-    finally:
-        con.close()
 
 
 def test_only_the_lines_appended_are_read_and_a_damaged_one_is_reported_at_its_line(layout, tmp_path, monkeypatch,
@@ -408,7 +400,7 @@ def test_only_the_lines_appended_are_read_and_a_damaged_one_is_reported_at_its_l
     assert reads["sql"] == [(path.name, before, after, False)]  # only the new lines, from a copy
     assert reads["python"] == [path.name]  # and, as SQL found a problem in them, by the ledger's reader
     assert reads["hashed"][0] == (path.name, 0, before)  # what was read before is checked, not read again
-    problems = tables_sql(layout, "SELECT file, line FROM ledger_problems")
+    problems = cost_sql(layout, "SELECT file, line FROM ledger_problems")
     assert problems == [(str(path), lines_before + 1), (str(path), lines_before + 2)]
     assert_same(contents(layout.duckdb_path), contents(whole_build(layout, tmp_path)))
     assert_as_the_ledger_says(layout, layout.duckdb_path)
@@ -422,7 +414,7 @@ def test_a_file_rewritten_in_place_is_read_again_whole(layout, tmp_path, monkeyp
     with open(path, "a") as f:
         f.write(world.lines(10))
     refresh(layout)
-    (before,), = tables_sql(layout, "SELECT count(*) FROM generations")
+    (before,), = cost_sql(layout, "SELECT count(*) FROM generations")
     for seen in reads.values():
         seen.clear()
     data = path.read_bytes()
@@ -434,8 +426,8 @@ def test_a_file_rewritten_in_place_is_read_again_whole(layout, tmp_path, monkeyp
 
     refresh(layout)
     assert [(name, start) for name, start, _, _ in reads["sql"]] == [(path.name, 0)]  # whole again
-    assert tables_sql(layout, "SELECT line FROM ledger_problems") == [(2,)]
-    assert tables_sql(layout, "SELECT count(*) FROM generations") == [(before - 1 + 2,)]
+    assert cost_sql(layout, "SELECT line FROM ledger_problems") == [(2,)]
+    assert cost_sql(layout, "SELECT count(*) FROM generations") == [(before - 1 + 2,)]
     assert_same(contents(layout.duckdb_path), contents(whole_build(layout, tmp_path)))
 
 
@@ -448,7 +440,7 @@ def test_a_torn_tail_is_reported_once_its_writer_dies_though_its_file_never_chan
         path = layout.ledger_dir / f"20261129T000001-{socket.gethostname()}-{writer.pid}-1.jsonl"
         path.write_text(world.lines(3) + world.lines(1)[:50])
         refresh(layout)
-        assert tables_sql(layout, "SELECT count(*) FROM ledger_problems") == [(0,)]  # its writer may finish it
+        assert cost_sql(layout, "SELECT count(*) FROM ledger_problems") == [(0,)]  # its writer may finish it
     finally:
         writer.kill()
         writer.wait()
@@ -456,7 +448,7 @@ def test_a_torn_tail_is_reported_once_its_writer_dies_though_its_file_never_chan
         seen.clear()
     refresh(layout)
     assert reads == {"sql": [], "python": [], "hashed": []}  # the file is as it was
-    assert tables_sql(layout, "SELECT file, line, reason FROM ledger_problems") == [(str(path), 4, tables.TORN)]
+    assert cost_sql(layout, "SELECT file, line, reason FROM ledger_problems") == [(str(path), 4, tables.TORN)]
     assert_same(contents(layout.duckdb_path), contents(whole_build(layout, tmp_path)))
 
 
@@ -494,7 +486,7 @@ def test_a_failed_refresh_leaves_the_file_its_readers_have_as_it_was(layout, tmp
     world.new_file()
     refresh(layout)
     before = digest(layout.duckdb_path)
-    (count,), = tables_sql(layout, "SELECT count(*) FROM generations")
+    (count,), = cost_sql(layout, "SELECT count(*) FROM generations")
     reader = duckdb.connect(str(layout.duckdb_path), read_only=True)
     try:
         world.append()
@@ -512,7 +504,7 @@ def test_a_failed_refresh_leaves_the_file_its_readers_have_as_it_was(layout, tmp
         assert reader.execute("SELECT count(*) FROM generations").fetchone() == (count,)
     finally:
         reader.close()
-    assert tables_sql(layout, "SELECT count(*) FROM generations") == [(count,)]
+    assert cost_sql(layout, "SELECT count(*) FROM generations") == [(count,)]
     assert not list(layout.root.glob(".webtoon.duckdb.*.tmp*"))
     monkeypatch.setattr(tables, where, real)
     refresh(layout)  # the next refresh brings it up to date
@@ -579,7 +571,7 @@ def test_a_file_written_again_within_a_tick_of_its_ctime_clock_is_checked_by_its
 
     monkeypatch.setattr(tables.os, "fstat", fstat)
     refresh(layout)
-    assert tables_sql(layout, "SELECT file, line FROM ledger_problems") == [(str(path), 1)]
+    assert cost_sql(layout, "SELECT file, line FROM ledger_problems") == [(str(path), 1)]
 
 
 def test_what_an_artifact_made_twice_costs_does_not_depend_on_the_order_of_the_rows(layout, tmp_path):
@@ -601,7 +593,7 @@ def test_what_an_artifact_made_twice_costs_does_not_depend_on_the_order_of_the_r
     one.unlink()
     one.write_text(text)  # the same file put back: read again, its row now after the other
     refresh(layout)
-    assert [i for (i,) in tables_sql(layout, "SELECT id FROM generations")] == ["id1", "id0"]
-    shared = tables_sql(layout, "SELECT sum(shared_usd) FROM amortization")
+    assert [i for (i,) in cost_sql(layout, "SELECT id FROM generations")] == ["id1", "id0"]
+    shared = cost_sql(layout, "SELECT sum(shared_usd) FROM amortization")
     assert shared == [(Decimal("0.005") * 2 / 10,)]  # the first made: over the 2 episodes made of 10 planned
     assert_same(contents(layout.duckdb_path), contents(whole_build(layout, tmp_path)))

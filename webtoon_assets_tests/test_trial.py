@@ -7,7 +7,6 @@ import os
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pytest
 import yaml
@@ -20,7 +19,7 @@ from webtoon_assets.consistency.decision import Candidate, recommend, verdict
 from webtoon_assets.definitions import build_definitions, trial_job_name
 from webtoon_assets.demo import run_season
 from webtoon_assets.ledger import read_rows
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets_tests.conftest import SAMPLE, cost_sql
 
 T = Thresholds()
 TARGET = Decimal("0.05")
@@ -162,25 +161,17 @@ def run_trial(layout, tmp_path):
     return results, meta
 
 
-def sql(layout, query: str):
-    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
-    try:
-        return con.execute(query).fetchall()
-    finally:
-        con.close()
-
-
 def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
     results, meta = run_trial(layout, tmp_path)
     assert len(results) == 4 and all(r.success for r in results)
-    rows = sql(layout, "SELECT model, cost_per_panel_usd, consistency, verdict, variations FROM model_trials")
+    rows = cost_sql(layout, "SELECT model, cost_per_panel_usd, consistency, verdict, variations FROM model_trials")
     models = {r[0]: r for r in rows}
     assert set(models) == {"FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]"}
     costs = [models[m][1] for m in ("FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]")]
     assert costs == sorted(costs) and all(0 <= r[2] <= 100 and r[4] == 5 for r in rows)
     # offline the scores compare preview stand-ins: no verdict, and no recommendation (not "train LoRA")
     assert all(r[3] == "not measured (preview stand-ins)" for r in rows)
-    (action, model, reason), = sql(layout, "SELECT action, model, reason FROM model_recommendation")
+    (action, model, reason), = cost_sql(layout, "SELECT action, model, reason FROM model_recommendation")
     assert (action, model) == ("none", None) and reason.startswith("offline previews are not measured")
     assert meta["recommendation"].value.startswith("**none**") and meta["trials"].value == 4
     assert meta["consistency"].value >= 0 and meta["cost_per_panel_usd"].value > 0
@@ -189,8 +180,8 @@ def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
     # 1 base + 5 variations per model; offline the base is the same preview for every model's text endpoint
     assert {r.asset for r in ledger} == {"model_trial"} and all(r.episode == "" for r in ledger)
     assert sum(r.status == "generated" for r in ledger) == 4 * 6
-    assert sql(layout, "SELECT count(*) FROM episode_spend")[0][0] == 0  # trial spend is no episode's
-    assert sql(layout, "SELECT generations FROM asset_spend WHERE asset = 'model_trial'")[0][0] == 24
+    assert cost_sql(layout, "SELECT count(*) FROM episode_spend")[0][0] == 0  # trial spend is no episode's
+    assert cost_sql(layout, "SELECT generations FROM asset_spend WHERE asset = 'model_trial'")[0][0] == 24
 
 
 def test_the_trial_on_fal_with_the_vision_judge(layout, tmp_path, fake_fal):
@@ -198,9 +189,9 @@ def test_the_trial_on_fal_with_the_vision_judge(layout, tmp_path, fake_fal):
     fake_fal.configure(text_output='{"score": 93}')
     results, meta = run_trial(layout, tmp_path)
     assert results[0].success
-    (model, consistency, verdict_, scorer), = sql(layout, "SELECT model, consistency, verdict, scorer FROM model_trials")
+    (model, consistency, verdict_, scorer), = cost_sql(layout, "SELECT model, consistency, verdict, scorer FROM model_trials")
     assert (model, consistency, verdict_, scorer) == ("FLUX.2 [flash]", 93, "production ready", "vision-judge")
-    (action, chosen), = sql(layout, "SELECT action, model FROM model_recommendation")
+    (action, chosen), = cost_sql(layout, "SELECT action, model FROM model_recommendation")
     assert (action, chosen) == ("use", "FLUX.2 [flash]")
     rows = list(read_rows(layout.ledger_dir))
     judged = [r for r in rows if r.endpoint == "fal-ai/any-llm/vision"]
