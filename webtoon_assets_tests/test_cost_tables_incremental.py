@@ -589,9 +589,9 @@ def test_what_an_artifact_made_twice_costs_does_not_depend_on_the_order_of_the_r
     one.write_text(first.to_line())
     two.write_text(again.to_line())
     refresh(layout)
-    text = one.read_text()
-    one.unlink()
-    one.write_text(text)  # the same file put back: read again, its row now after the other
+    put_back = one.with_suffix(".tmp")  # the same file put back under a new inode (written before the
+    put_back.write_text(one.read_text())  # old one goes, so the filesystem cannot reuse its inode): read
+    os.replace(put_back, one)  # again, its row now after the other
     refresh(layout)
     assert [i for (i,) in cost_sql(layout, "SELECT id FROM generations")] == ["id1", "id0"]
     shared = cost_sql(layout, "SELECT sum(shared_usd) FROM amortization")
