@@ -40,3 +40,37 @@ def size_pixels(size: Any) -> tuple[int, int]:
         return int(width), int(height)
     except (TypeError, ValueError):
         raise ImageSizeError(f"image_size: expected whole numbers of pixels, got {size!r}") from None
+
+
+# Endpoints sized by aspect ratio and a resolution tier (nano-banana, Gemini, Replicate): the tier is
+# the long side, about. The platform picks the exact pixels; these stand in for them offline and in
+# quotes of megapixel rules (the per-image rules these endpoints use do not read them).
+RESOLUTION_LONG_SIDE = {"0.5K": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+
+
+def ratio_of(aspect: str) -> float:
+    """'3:4' -> 0.75 (width / height)."""
+    try:
+        w, h = (float(x) for x in aspect.split(":"))
+        return w / h
+    except (AttributeError, ValueError, ZeroDivisionError):
+        raise ImageSizeError(f"aspect_ratio: expected 'W:H' such as '3:4', got {aspect!r}") from None
+
+
+def aspect_pixels(aspect: str, resolution: str = "1K") -> tuple[int, int]:
+    """(width, height) of an aspect ratio at a resolution tier, to multiples of 16."""
+    if resolution not in RESOLUTION_LONG_SIDE:
+        raise ImageSizeError(f"resolution: unknown {resolution!r}; expected one of {list(RESOLUTION_LONG_SIDE)}")
+    long_side, r = RESOLUTION_LONG_SIDE[resolution], ratio_of(aspect)
+    w, h = (long_side, long_side / r) if r >= 1 else (long_side * r, long_side)
+    return max(16, round(w / 16) * 16), max(16, round(h / 16) * 16)
+
+
+def requested_pixels(arguments: dict[str, Any], default: Any = "landscape_4_3") -> tuple[int, int]:
+    """The size a request asks for, however its endpoint takes it: ``image_size`` (a preset or
+    {width, height}), or ``aspect_ratio`` with an optional ``resolution`` tier."""
+    if "image_size" in arguments:
+        return size_pixels(arguments["image_size"])
+    if "aspect_ratio" in arguments:
+        return aspect_pixels(arguments["aspect_ratio"], arguments.get("resolution") or "1K")
+    return size_pixels(default)

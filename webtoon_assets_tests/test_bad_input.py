@@ -206,7 +206,7 @@ def with_models(layout, text: str) -> Path:
     ("  panels: {endpoint: fal-ai/flux-2-pro/edit, arguments: {num_images: 2}}\n",
      ["models.panels.arguments.num_images", "fal-ai/flux-2-pro/edit takes no argument 'num_images'"]),
     ("  panels: {endpoint: fal-ai/flux-2/flash/edit}\n  storyboard: {endpoint: fal-ai/any-llm, arguments: {model: openai/gpt-4o}}\n",
-     ["models.storyboard.arguments.model", "expected one of ['google/gemini-2.5-flash']"]),
+     ["models.storyboard.arguments.model", "expected one of ['google/gemini-3-flash']"]),
 ], ids=["out-of-range", "unknown-key", "bad-enum", "pro-has-no-num_images", "unpriced-text-model"])
 def test_model_arguments_the_endpoint_does_not_accept_are_refused(layout, written, fragments):
     path = with_models(layout, written)
@@ -220,7 +220,7 @@ def test_model_arguments_the_endpoint_does_not_accept_are_refused(layout, writte
 def test_arguments_the_endpoint_accepts_are_fine(layout):
     with_models(layout, "  panels: {endpoint: fal-ai/flux-2/flash/edit, arguments: "
                         "{num_images: 1, output_format: png, guidance_scale: 3.5, enable_safety_checker: true}}\n"
-                        "  storyboard: {endpoint: fal-ai/any-llm, arguments: {model: google/gemini-2.5-flash, "
+                        "  storyboard: {endpoint: fal-ai/any-llm, arguments: {model: google/gemini-3-flash, "
                         "temperature: 0.2}}\n")
     series = load_series(layout, SAMPLE, book=load_pricebook(layout.pricebook))
     assert series.models.panels.arguments["guidance_scale"] == 3.5

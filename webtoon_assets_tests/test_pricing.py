@@ -68,7 +68,8 @@ def test_pro_first_megapixel_then_extra_including_inputs():
     assert q("fal-ai/flux-2-pro/edit", {"image_size": "square_hd", "image_urls": list("abc")}).usd == Decimal("0.075")
     # a 2 MP output: 0.03 + 1 x 0.015; BFL's "from $0.045" editing = one 1 MP input
     assert q("fal-ai/flux-2-pro", {"image_size": {"width": 2048, "height": 1024}}).usd == Decimal("0.045")
-    assert q("bfl/flux-2-pro", {"image_size": "square_hd", "image_urls": ["a"]}).usd == Decimal("0.045")
+    # BFL counts megapixels of 10^6 px to two decimals: a 1000x1000 edit with one 1 MP input is "from $0.045"
+    assert q("bfl/flux-2-pro", {"image_size": {"width": 1000, "height": 1000}, "image_urls": ["a"]}).usd == Decimal("0.045")
 
 
 # -- per output image ---------------------------------------------------------------------------

@@ -89,11 +89,11 @@ def test_on_fal_the_text_model_makes_the_plan_priced_per_token(layout, tmp_path,
     assert b["panels"][1]["dialogue"][1] == {"speaker": "juno", "kind": "whisper", "text": "Left at the noodles."}
     row = next(r for r in read_rows(layout.ledger_dir) if r.asset == "storyboard")
     assert row.status == "generated" and row.unit == "token" and row.billed_usd == row.list_usd > 0
-    # priced from the usage the fake reports (chars / 4 each way): input at $0.30/M, output at $2.50/M
+    # priced from the usage the fake reports (chars / 4 each way): input at $0.50/M, output at $3.00/M (Gemini 3 Flash)
     prompt = next(p for p in fake_fal.stats()["submissions_by_prompt"] if p.startswith("Series:"))
     tin, tout = len(prompt) // 4, len("```json\n" + json.dumps(GOOD_PLAN) + "\n```") // 4
     assert row.units == tin + tout
-    assert row.billed_usd == (Decimal(tin) * Decimal("0.30") + Decimal(tout) * Decimal("2.50")) / Decimal(1_000_000)
+    assert row.billed_usd == (Decimal(tin) * Decimal("0.50") + Decimal(tout) * Decimal("3.00")) / Decimal(1_000_000)
 
 @pytest.mark.parametrize("answer, fragments", [
     ("Sure! Here is your storyboard: scene one...", ["expected a JSON plan from the model"]),

@@ -21,7 +21,7 @@ class PricedEndpoints(Protocol):
     """What the model check needs of the price book: ``webtoon_assets.pricing.PriceBook``, which is a
     layer above the bible (it reads its file with the bible's strict YAML and reports BibleError)."""
 
-    def has(self, endpoint: str) -> bool: ...
+    def endpoint_problem(self, endpoint: str) -> str | None: ...
 
     def argument_problems(self, endpoint: str, arguments: dict[str, Any]) -> dict[str, str]: ...
 
@@ -82,11 +82,13 @@ def model_problems(series: Series, book: PricedEndpoints, lines: Lines | None = 
     if series.trial.scorer == "vision-judge":
         models.append((("trial", "judge"), series.trial.judge.endpoint, series.trial.judge.arguments))
     problems = []
+    for i, endpoint in enumerate(series.trial.candidates):
+        if (problem := book.endpoint_problem(endpoint)) is not None:
+            problems.append(f"{at('trial', 'candidates', str(i))}trial.candidates[{i}]: {problem}")
     for key, endpoint, arguments in models:
         name = ".".join(key)
-        if not book.has(endpoint):
-            problems.append(f"{at(*key, 'endpoint')}{name}.endpoint: {endpoint!r} has no entry in the price book; "
-                            "expected one of its endpoints")
+        if (problem := book.endpoint_problem(endpoint)) is not None:
+            problems.append(f"{at(*key, 'endpoint')}{name}.endpoint: {problem}")
             continue
         for arg, problem in book.argument_problems(endpoint, arguments).items():
             problems.append(f"{at(*key, 'arguments', arg)}{name}.arguments.{arg}: {problem}")

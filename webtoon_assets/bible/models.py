@@ -122,7 +122,7 @@ class Models(Strict):
     # an image_size written here instead fixes one size for every panel without [aspect=...].
     panels: FamilyModel = _family("fal-ai/flux-2/flash/edit", "portrait_4_3")
     storyboard: TextModel = Field(default_factory=lambda: TextModel(
-        endpoint="fal-ai/any-llm", arguments={"model": "google/gemini-2.5-flash"}))
+        endpoint="fal-ai/any-llm", arguments={"model": "google/gemini-3-flash"}))
 
     def panel_size_override(self) -> str | CustomSize | None:
         return self.panels.image_size if "image_size" in self.panels.model_fields_set else None
@@ -150,16 +150,18 @@ class Judge(TextModel):
     """The vision model that scores consistency; its prompts and images are set by the pipeline."""
 
     endpoint: Endpoint = "fal-ai/any-llm/vision"
-    arguments: dict[str, Any] = Field(default_factory=lambda: {"model": "google/gemini-2.5-flash"})
+    arguments: dict[str, Any] = Field(default_factory=lambda: {"model": "google/gemini-3-flash"})
 
 
 class Trial(Strict):
     """The model trial: a base reference of one character and N variations with it, per model."""
 
     character: Slug | None = None  # default: the series' first character
+    # The cost study's validation plan: FLUX.2 flash and dev on fal, klein 9B and pro on BFL's API.
     candidates: list[Endpoint] = Field(default_factory=lambda: [
-        "fal-ai/flux-2/flash/edit", "fal-ai/flux-2/turbo/edit", "fal-ai/flux-2/edit", "fal-ai/flux-2-pro/edit"],
-        min_length=1)
+        "fal-ai/flux-2/flash/edit", "fal-ai/flux-2/edit", "bfl/flux-2-klein-9b", "bfl/flux-2-pro"], min_length=1)
+    budget_usd: Decimal = Field(Decimal(10), ge=0, description="what the whole trial may spend, every candidate "
+                                                               "and retry together (the study's $10)")
     variations: int = Field(5, ge=1, le=20)
     scorer: Literal["palette-structure", "vision-judge", "embedding"] = "palette-structure"
     judge: Judge = Field(default_factory=Judge)

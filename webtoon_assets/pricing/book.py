@@ -8,7 +8,7 @@ import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -16,9 +16,10 @@ from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.yaml_strict import load_yaml
 from webtoon_assets.paths import data_root
 from webtoon_assets.pricing.arguments import Schema, argument_problems
+from webtoon_assets.pricing.fit import Ref, RequestShape, fit_request
 from webtoon_assets.pricing.rules import PriceRule
 
-Kind = Literal["image", "video", "audio", "text"]
+Kind = Literal["image", "video", "audio", "text", "training"]
 
 
 class PriceEntry(BaseModel):
@@ -30,9 +31,17 @@ class PriceEntry(BaseModel):
     max_references: int = Field(0, ge=0, description="reference images it accepts (0: text-to-image)")
     price: PriceRule
     accepts: str | None = Field(None, description="its argument schema (argument_schemas); none: no extras")
+    request: RequestShape = Field(default_factory=RequestShape, description="how it takes the canonical request")
     source: str
     read: dt.date
+    retired: dt.date | None = Field(None, description="the day the platform shut it down: kept to price old "
+                                                      "ledger rows, refused for anything new")
+    replaced_by: str | None = None
     notes: str = ""
+
+    def fit(self, arguments: dict[str, Any], references: Sequence[Ref]) -> tuple[dict[str, Any], list[Ref]]:
+        """The canonical request's arguments and references as this endpoint takes them."""
+        return fit_request(self.request, self.max_references, arguments, references)
 
 
 class PriceBook(BaseModel):
@@ -66,6 +75,27 @@ class PriceBook(BaseModel):
 
     def has(self, endpoint: str) -> bool:
         return any(e.endpoint == endpoint for e in self.entries)
+
+    def endpoint_problem(self, endpoint: str, today: dt.date | None = None) -> str | None:
+        """Why nothing new may be asked of ``endpoint`` (not in the book, or retired), or None."""
+        if not self.has(endpoint):
+            return f"{endpoint!r} has no entry in the price book; expected one of its endpoints"
+        e = self.entry(endpoint)
+        if e.retired is not None and e.retired <= (today or dt.date.today()):
+            instead = f"; use {e.replaced_by}" if e.replaced_by else ""
+            return f"{endpoint!r} was retired by {e.platform} on {e.retired}{instead}"
+        return None
+
+    def usable(self, endpoint: str) -> PriceEntry:
+        """The entry of an endpoint a new request may use; RetiredEndpoint for a retired one."""
+        entry = self.entry(endpoint)
+        if (problem := self.endpoint_problem(endpoint)) is not None:
+            raise RetiredEndpoint(problem)
+        return entry
+
+
+class RetiredEndpoint(ValueError):
+    """An endpoint its platform has shut down: asking it would only fail (or be refused) after paying."""
 
 
 class UnknownEndpoint(KeyError):

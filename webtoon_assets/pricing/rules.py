@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webtoon_assets.sizes import ImageSizeError, size_pixels
+from webtoon_assets.sizes import ImageSizeError, requested_pixels
 
 MP_PIXELS = 1024 * 1024  # fal rounds up to whole megapixels of 1024×1024 px
 
@@ -62,18 +62,23 @@ class Rule(BaseModel):
 class _Megapixels(Rule):
     inputs: bool = Field(False, description="bill each input/reference image too")
     max_inputs: int | None = Field(None, description="inputs beyond this are ignored by the model and unbilled")
-    rounding: Literal["ceil", "exact"] = Field("ceil", description="ceil: whole MP of 1024² per image; exact: w·h/10⁶")
-    min_input_mp: Decimal = Field(Decimal(1), description="an input counts as at least this many MP (ceil rounding)")
+    rounding: Literal["ceil", "exact", "two_decimals"] = Field(
+        "ceil", description="ceil: whole MP of 1024² per image (fal); exact: w·h/10⁶; "
+                            "two_decimals: w·h/10⁶ to two decimals, as BFL reports it")
+    min_input_mp: Decimal = Field(Decimal(1), description="an input counts as at least this many MP")
+    max_input_mp: Decimal | None = Field(None, description="a larger input is resized to, and billed as, this "
+                                                           "many MP (FLUX.2 on fal: 4)")
     default_size: str = "landscape_4_3"
 
     def mp(self, w: int, h: int) -> Decimal:
         if self.rounding == "ceil":
             return Decimal(max(1, math.ceil(w * h / MP_PIXELS)))
-        return Decimal(w * h) / Decimal(1_000_000)
+        exact = Decimal(w * h) / Decimal(1_000_000)
+        return exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) if self.rounding == "two_decimals" else exact
 
     def outputs(self, request: dict[str, Any], response: dict[str, Any] | None) -> list[tuple[int, int]]:
         try:
-            w, h = size_pixels(request.get("image_size", self.default_size))
+            w, h = requested_pixels(request, self.default_size)
         except ImageSizeError as e:
             raise Unpriceable(str(e)) from None
         images = dig(response, "images") if response else None
@@ -91,8 +96,9 @@ class _Megapixels(Rule):
         out = []
         for i, _ in enumerate(urls):
             s = sizes[i] if i < len(sizes) else None
-            mp = self.mp(int(s["width"]), int(s["height"])) if s else self.min_input_mp
-            out.append(max(mp, self.min_input_mp) if self.rounding == "ceil" else mp)
+            # an input of unknown size counts as at least one megapixel: never priced at nothing
+            mp = max(self.mp(int(s["width"]), int(s["height"])), self.min_input_mp) if s else max(self.min_input_mp, Decimal(1))
+            out.append(min(mp, self.max_input_mp) if self.max_input_mp is not None else mp)
         return out
 
 
@@ -127,12 +133,12 @@ class FirstMegapixelPlusExtra(_Megapixels):
         outs = self.outputs(request, response)
         out_mps = [self.mp(w, h) for w, h in outs]
         in_mp = sum(self.input_mps(request), Decimal(0))
-        extra = sum((m - 1 for m in out_mps), Decimal(0)) + in_mp
+        further = sum((max(m - 1, Decimal(0)) for m in out_mps), Decimal(0))  # an output under 1 MP is one first MP
+        extra = further + in_mp
         usd = len(outs) * self.usd_first_mp + extra * self.usd_extra_mp
         total = sum(out_mps, Decimal(0)) + in_mp
         lines = [f"{len(outs)} first MP x ${self.usd_first_mp}",
-                 f"{extra} extra MP (output beyond the first {sum(out_mps, Decimal(0)) - len(outs)}, inputs {in_mp}) "
-                 f"x ${self.usd_extra_mp}"]
+                 f"{extra} extra MP (output beyond the first {further}, inputs {in_mp}) x ${self.usd_extra_mp}"]
         return Priced(usd=usd, units=total, unit="megapixel", breakdown=lines, megapixels=total, images=len(outs))
 
 
@@ -288,7 +294,24 @@ class VideoTokens(Rule):
             f"{w}x{h} x {fps} fps x {secs} s / 1024 = {tokens} tokens x ${self.usd_per_million_tokens}/M"])
 
 
+class PerStep(Rule):
+    """Training priced per step (fal's FLUX.2 trainer): ``steps`` from the request, else the default."""
+
+    rule: Literal["per_step"]
+    usd_per_step: Decimal
+    steps_field: str = "steps"
+    default_steps: int = Field(ge=1)
+
+    def price(self, request: dict[str, Any], response: dict[str, Any] | None) -> Priced:
+        steps = request.get(self.steps_field, self.default_steps)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise Unpriceable(f"{self.steps_field}: expected a whole number of steps, got {steps!r}")
+        return Priced(usd=steps * self.usd_per_step, units=Decimal(steps), unit="step",
+                      breakdown=[f"{steps} steps x ${self.usd_per_step}/step"])
+
+
 PriceRule = Annotated[
-    Union[PerMegapixel, FirstMegapixelPlusExtra, PerImage, PerSecond, PerToken, PerCall, PerMinuteSteps, VideoTokens],
+    Union[PerMegapixel, FirstMegapixelPlusExtra, PerImage, PerSecond, PerToken, PerCall, PerMinuteSteps, VideoTokens,
+          PerStep],
     Field(discriminator="rule"),
 ]
