@@ -1,6 +1,7 @@
 """`webtoon`: check the whole bible (validate), produce the season (demo), price a request or what an
-episode would cost now (quote), show the costs (costs), settle unknown outcomes (reconcile), check the
-ledger (ledger verify).
+episode would cost now (quote), show the costs (costs), settle unknown outcomes and compare the ledger
+with the platforms (reconcile), check the ledger (ledger verify), check the price book against fal's
+price list (prices refresh).
 
 - ``webtoon validate [--series S ...]``: series.yaml against the price book and every episode script,
   every problem of every file listed (file, line, field); exit 2 if any, else a short summary.
@@ -8,6 +9,12 @@ ledger (ledger verify).
 - ``webtoon quote --episode E [--series S] [--json]``: what making episode E would cost now, per asset
   family: only what the image store does not already hold is counted. No Dagster, and nothing is
   reserved or written: a quote has no effect on the budgets or the ledger.
+- ``webtoon reconcile [--since DAY] [--tolerance USD] [--tolerance-percent P]``: settle unknown outcomes,
+  then compare the ledger with what fal (billable units, usage per hour) and BFL (cost per response)
+  report; the differences are printed, appended to data/reconciliation.jsonl (the ``reconciliation``
+  table); exit 3 on drift.
+- ``webtoon prices refresh [--write] [--all]``: the price book's fal entries against fal's pricing API;
+  ``--write`` writes changed prices (never a unit change) in place.
 
 A user's mistake (unknown series, a bad file, a bad flag) exits 2 with a message on stderr, never a
 traceback."""
@@ -224,33 +231,126 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 1 if damaged else 0
 
 
+RECONCILE_DRIFT = 3  # exit code: a difference beyond the tolerance (a cron job notices)
+
+
+def _since_arg(text: str) -> Any:
+    """--since: an ISO day or time (UTC unless it names its zone)."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO day or time (2026-11-20, 2026-11-20T08:00), got {text!r}"
+                                         ) from None
+
+
+def _dollars_arg(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"expected dollars, 0 or more (e.g. 0.01), got {text!r}")
+    return value
+
+
+def _percent_arg(text: str) -> Decimal:
+    value = _dollars_arg(text.rstrip("%"))
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
+    return value
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    """Settle unknown outcomes (as ever), then compare the ledger with what the platforms report
+    (fal's billable units per result, fal's usage per endpoint and hour, BFL's cost per response),
+    print the differences, append them to the reconciliation file and refresh the cost tables.
+    Exit 3 when any difference is drift (beyond the tolerance); else 1 when unknown outcomes stay
+    open or a platform could not be asked; else 0."""
+    import datetime as dt
+    import uuid
+
     from webtoon_assets.costs import refresh_cost_tables
     from webtoon_assets.gateway.providers.fal_platform import FalPlatform
     from webtoon_assets.ledger import Ledger, read_rows
-    from webtoon_assets.ledger.reconcile import reconcile, write_settlements
+    from webtoon_assets.ledger.reconcile import (DRIFT_TOLERANCE_SHARE, DRIFT_TOLERANCE_USD, LOOKBACK, Tolerance,
+                                                 compare_with_platforms, format_comparison, reconcile,
+                                                 record_differences, write_settlements)
+    from webtoon_assets.pricing import load_pricebook
 
     layout = DataLayout.default()
-    report = reconcile(read_rows(layout.ledger_dir), FalPlatform.from_env())
+    now = dt.datetime.now(dt.timezone.utc)
+    since = args.since or now - LOOKBACK
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.timezone.utc)
+    if since >= now:
+        print(f"webtoon reconcile: --since {since.isoformat()} is not in the past", file=sys.stderr)
+        return 2
+    platform = FalPlatform.from_env()
+    report = reconcile(read_rows(layout.ledger_dir), platform)
+    changed = False
     if not report.settled and not report.open:
         print("no unknown outcomes: nothing to reconcile")
-        return 0
-    ledger = Ledger(layout.ledger_dir)
+    else:
+        ledger = Ledger(layout.ledger_dir)
+        try:
+            changed = bool(write_settlements(ledger, report, run_id="reconcile"))
+        finally:
+            ledger.close()
+        for s in report.settled:
+            u = s.row
+            print(f"settled  {u.series}/{u.episode or '-'} {u.asset} {u.item} on {u.endpoint}: {s.outcome} "
+                  f"(correction ${s.correction}): {s.why}")
+        for s in report.open:
+            u = s.row
+            print(f"unknown  {u.series}/{u.episode or '-'} {u.asset} {u.item} on {u.endpoint}: still counted at "
+                  f"${u.billed_usd}: {s.why}")
+        print(f"{len(report.settled)} settled, {len(report.open)} still unknown (${report.still_held_usd} held)")
+
+    try:  # the rules' unit prices; without a readable book, each row's own list price per unit
+        book = load_pricebook(layout.pricebook)
+    except (BibleError, OSError) as e:
+        print(f"webtoon reconcile: the price book does not load ({e}); units are priced at each row's "
+              "list price per unit", file=sys.stderr)
+        book = None
+    tolerance = Tolerance(DRIFT_TOLERANCE_USD if args.tolerance is None else args.tolerance,
+                          DRIFT_TOLERANCE_SHARE if args.tolerance_percent is None else args.tolerance_percent / 100)
+    comparison = compare_with_platforms(read_rows(layout.ledger_dir), book, platform, since, now, tolerance)
+    print()
+    print(format_comparison(comparison))
+    run_id = f"reconcile-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    if record_differences(layout.reconciliation_path, comparison, run_id, now):
+        changed = True
+        print(f"stored as run {run_id} in {layout.reconciliation_path} (the `reconciliation` table of "
+              f"{layout.duckdb_path})")
+    for problem in comparison.errors:
+        print(f"webtoon reconcile: {problem}", file=sys.stderr)
+    if changed:
+        refresh_cost_tables(layout, log=lambda m: print(m, file=sys.stderr))
+    if comparison.drift:
+        return RECONCILE_DRIFT
+    return 1 if report.open or comparison.errors else 0
+
+
+def cmd_prices_refresh(args: argparse.Namespace) -> int:
+    """The price book's fal entries against fal's pricing API: a diff table; with --write, the
+    changed prices written in place (never a unit change). Exit 1 while the book differs from fal
+    (a price not written, a unit change), 2 on an error (no key, fal unreachable, the key refused)."""
+    from webtoon_assets.pricing.book import pricebook_path
+    from webtoon_assets.pricing.refresh import BookEditError, PlatformError, format_refresh, refresh_prices
+
+    path = pricebook_path()
     try:
-        write_settlements(ledger, report, run_id="reconcile")
-    finally:
-        ledger.close()
-    for s in report.settled:
-        u = s.row
-        print(f"settled  {u.series}/{u.episode or '-'} {u.asset} {u.item} on {u.endpoint}: {s.outcome} "
-              f"(correction ${s.correction}): {s.why}")
-    for s in report.open:
-        u = s.row
-        print(f"unknown  {u.series}/{u.episode or '-'} {u.asset} {u.item} on {u.endpoint}: still counted at "
-              f"${u.billed_usd}: {s.why}")
-    refresh_cost_tables(layout, log=lambda m: print(m, file=sys.stderr))
-    print(f"{len(report.settled)} settled, {len(report.open)} still unknown (${report.still_held_usd} held)")
-    return 1 if report.open else 0
+        result = refresh_prices(path, os.environ.get("FAL_KEY", ""), write=args.write)
+    except (PlatformError, BookEditError) as e:
+        print(f"webtoon prices refresh: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"webtoon prices refresh: cannot read or write {path}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    print(format_refresh(result, show_all=args.all))
+    return 1 if result.outstanding else 0
 
 
 def cmd_quote(args: argparse.Namespace) -> int:
@@ -281,10 +381,10 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
     No Dagster, and no effect: nothing reserved against the budgets, nothing written to the ledger."""
     from webtoon_assets.bible import load_episode, load_series, series_ids
     from webtoon_assets.gateway.gateway import Gateway
-    from webtoon_assets.gateway.providers import select_provider
+    from webtoon_assets.gateway.providers import NoProvider, select_provider
     from webtoon_assets.gateway.store import ImageStore
     from webtoon_assets.ledger import Ledger
-    from webtoon_assets.pricing import QuoteError, UnknownEndpoint, load_pricebook
+    from webtoon_assets.pricing import QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
 
     layout = DataLayout.default()
     series_id = args.series
@@ -310,11 +410,11 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
                  pricebook=book, budget=None, run_id="quote")
     try:
         plan = episode_quote(gw, layout, series, script)
-    except (UnknownEndpoint, QuoteError) as e:
+    except (UnknownEndpoint, QuoteError, RetiredEndpoint, NoProvider) as e:
         print(f"webtoon quote: {e}", file=sys.stderr)
         return 2
     finally:
-        gw.provider.close()
+        gw.providers.close()
         gw.ledger.close()
     print(json.dumps(plan, indent=2, default=str) if args.json else format_episode_quote(plan))
     return 0
@@ -351,10 +451,11 @@ def episode_quote(gw: Gateway, layout: DataLayout, series: Series, script: Episo
     episode, board, source = None, None, "the script"
     if isinstance(script, ProseScript):
         request = prose_request(series, script)
+        fitted, provider = gw.route(request)
         try:
-            stored = gw.store.get_text(request.key(gw.provider.name))
+            stored = gw.store.get_text(fitted.key(provider.name))
         except (ValueError, OSError) as e:  # the storyboard step would stop on it too
-            raise BibleError(gw.store.text_path(request.key(gw.provider.name)),
+            raise BibleError(gw.store.text_path(fitted.key(provider.name)),
                              [f"the stored answer of the text model is unreadable ({type(e).__name__}: {e})"]) from None
         answer = None
         if stored is not None:
@@ -362,8 +463,8 @@ def episode_quote(gw: Gateway, layout: DataLayout, series: Series, script: Episo
             count("storyboard", request.endpoint, None)
         else:
             response = None
-            if isinstance(gw.provider, LocalProvider):  # the offline splitter: deterministic, free, writes nothing
-                out = gw.provider.generate_text(request)
+            if isinstance(provider, LocalProvider):  # the offline splitter: deterministic, free, writes nothing
+                out = provider.generate_text(fitted)
                 answer, response, source = out.text, out.response, "the offline splitter's answer"
             count("storyboard", request.endpoint, gw.quote(request, response).usd)
             if response is None:
@@ -371,7 +472,7 @@ def episode_quote(gw: Gateway, layout: DataLayout, series: Series, script: Episo
                              "characters each); the answer's output tokens are billed on top")
         if answer is not None:
             try:
-                episode, _ = episode_from_output(answer, series, script, f"{request.endpoint} via {gw.provider.name}")
+                episode, _ = episode_from_output(answer, series, script, f"{request.endpoint} via {provider.name}")
             except BibleError as e:
                 raise BibleError(e.path, [*e.problems, f"the storyboard step refuses this answer: add or raise "
                                                        f"'Take: N' in the header of {script.path} to ask again"]
@@ -401,11 +502,11 @@ def episode_quote(gw: Gateway, layout: DataLayout, series: Series, script: Episo
         count(r.attribution.asset, r.endpoint, missed.get(id(r)))
     rows = sorted(families.values(), key=lambda f: (FAMILIES.index(f["family"]) if f["family"] in FAMILIES
                                                     else len(FAMILIES), f["family"]))
-    if gw.provider.name == "local":
-        notes.append("provider local: offline, nothing is billed; quoted at the list prices of the fal models "
+    if gw.providers.names == "local":
+        notes.append("provider local: offline, nothing is billed; quoted at the list prices of the models "
                      "it stands in for (the price book)")
     return {
-        "series": series.id, "episode": script.id, "title": script.title, "provider": gw.provider.name,
+        "series": series.id, "episode": script.id, "title": script.title, "provider": gw.providers.names,
         "panels": len(board.panels) if board is not None else None,
         "panels_from": source if board is not None else None,
         "complete": board is not None, "families": rows,
@@ -472,8 +573,24 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("--series", action="append", help="series id (default: every series)")
     val.set_defaults(func=cmd_validate)
     rec = sub.add_parser("reconcile", help="settle paid calls of unknown outcome against what fal reports "
-                                           "(FAL_KEY; FAL_ADMIN_KEY for its usage report)")
+                                           "(FAL_KEY; FAL_ADMIN_KEY for its usage report), then compare the "
+                                           "ledger with what fal and BFL report; exit 3 on drift")
+    rec.add_argument("--since", type=_since_arg, help="compare from this day or time (ISO, UTC unless it says; "
+                                                  "default: a week ago)")
+    rec.add_argument("--tolerance", type=_dollars_arg, default=None, metavar="USD",
+                     help="drift: a difference above this many dollars... (default 0.01)")
+    rec.add_argument("--tolerance-percent", type=_percent_arg, default=None, metavar="PCT",
+                     help="... or above this percentage of the platform's figure, whichever is larger (default 1)")
     rec.set_defaults(func=cmd_reconcile)
+    prices = sub.add_parser("prices", help="the price book against the platforms' own price lists")
+    prices_sub = prices.add_subparsers(dest="prices_command", required=True)
+    refresh = prices_sub.add_parser("refresh", help="compare every fal entry of the price book with fal's pricing "
+                                                    "API (FAL_KEY); --write writes changed prices")
+    refresh.add_argument("--write", action="store_true", help="write the changed prices (with read: today and "
+                                                              "source: the pricing API) into the book; never a "
+                                                              "unit change")
+    refresh.add_argument("--all", action="store_true", help="list the unchanged endpoints too")
+    refresh.set_defaults(func=cmd_prices_refresh)
     ledger = sub.add_parser("ledger", help="the spend ledger")
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     ledger_sub.add_parser("verify", help="list damaged ledger rows by file and line; exit 1 if any").set_defaults(

@@ -66,6 +66,12 @@ class DataLayout:
     def duckdb_path(self) -> Path:
         return self.root / "webtoon.duckdb"
 
+    @property
+    def reconciliation_path(self) -> Path:
+        """What `webtoon reconcile` found, every run's differences, appended (one JSON object a line).
+        Not in the ledger folder: every file there is read as ledger rows."""
+        return self.root / "reconciliation.jsonl"
+
     def output_dir(self, series: str, episode: str | None = None) -> Path:
         """Human-friendly view of what an episode used: links into the store."""
         parts = [series] if episode is None else [series, episode]

@@ -36,7 +36,8 @@ def _dagster_home(tmp_path_factory) -> Iterator[Path]:
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, _dagster_home: Path) -> None:
     # Tests choose their provider explicitly; a developer's key must never reach them.
-    for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "WEBTOON_PROVIDER", "WEBTOON_MAX_RUN_USD",
+    for var in ("FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "FAL_ADMIN_KEY", "BFL_API_KEY", "GEMINI_API_KEY",
+                "TOGETHER_API_KEY", "REPLICATE_API_TOKEN", "WEBTOON_PROVIDER", "WEBTOON_MAX_RUN_USD",
                 "WEBTOON_CREDITS_PER_USD", "WEBTOON_PRICEBOOK"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -20,8 +20,18 @@ A request carrying a ``system_prompt`` is a text model's: its result is ``{"outp
 Billing follows fal: a request is billed when it completes successfully (whether or not anyone
 fetches its result), never when it errors or is cancelled first. Its units are output megapixels
 plus one per input image (each reference here is at most 1 MP), times ``prices[endpoint]``
-(configurable). ``/_fake/stats`` lists every billed request; the platform API's usage report
-(``GET /v1/models/usage``, admin key) sums them by endpoint and time window, as fal's does.
+(configurable); the result carries them as ``x-fal-billable-units``. ``/_fake/stats`` lists every
+billed request; the platform API's usage report (``GET /v1/models/usage``, admin key) sums them by
+endpoint and time window (``summary``) and per endpoint and ``timeframe`` bucket (``time_series``:
+minute, hour (default) or day, buckets in UTC), as fal's does; ``phantom_bills`` (configurable: a
+list of ``{"endpoint_id", "units"}``) adds charges with no request behind them, billed when
+configured (fal once billed a user $40,500 by mistake: fal-ai/fal #1175).
+
+The price list (``GET /v1/models/pricing?endpoint_id=…``, the key; several ids per call, paged by
+``pricing_page_size``) answers ``{"prices": [{endpoint_id, unit_price, unit, currency}],
+"next_cursor", "has_more"}`` for the endpoints it knows: ``pricing[endpoint]``
+(``{"unit_price", "unit"}``, configurable; ``null`` removes one) else ``prices[endpoint]`` per
+megapixel. Asked only for endpoints it does not know, it answers 404.
 
 Fault kinds (``{"kind": K, "count": N, "match": "substring of the prompt"}``):
   submit phase:  429, 500, 503_id (503 with a request id), 503_nginx (ingress 503, no id), drop
@@ -33,7 +43,9 @@ Fault kinds (``{"kind": K, "count": N, "match": "substring of the prompt"}``):
                  truncated_image (a PNG cut in half; ``times``), wrong_type (served as
                  application/octet-stream; ``times``), html_body (an HTML error page with status 200;
                  ``times``), oversized (image header claims 40000x40000 px: a decompression bomb),
-                 gone (the result file 404s: fal no longer keeps it), no_cancel (cancel answers 500)
+                 gone (the result file 404s: fal no longer keeps it), no_cancel (cancel answers 500),
+                 extra_units (fal counts ``units`` (default 1) more than the request's own units, bills
+                 them and reports them in x-fal-billable-units)
 """
 
 from __future__ import annotations
@@ -54,7 +66,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 from PIL import Image
@@ -63,7 +75,10 @@ PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768
            "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
 SUBMIT_FAULTS = {"429", "500", "503_id", "503_nginx", "drop", "accept_drop", "422"}
 BAD_FILE_FAULTS = {"corrupt_image", "truncated_image", "wrong_type", "html_body"}  # for ``times`` downloads
-REQUEST_FAULTS = {"slow", "error", "nsfw", "malformed_json", "oversized", "gone", "no_cancel", *BAD_FILE_FAULTS}
+REQUEST_FAULTS = {"slow", "error", "nsfw", "malformed_json", "oversized", "gone", "no_cancel", "extra_units",
+                  *BAD_FILE_FAULTS}
+BUCKETS = {"minute": {"second": 0, "microsecond": 0}, "hour": {"minute": 0, "second": 0, "microsecond": 0},
+           "day": {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}}  # usage time series, in UTC
 DEFAULT_PRICES = {"fal-ai/flux-2/flash": "0.005", "fal-ai/flux-2/flash/edit": "0.005",
                   "fal-ai/flux-2/turbo": "0.008", "fal-ai/flux-2/turbo/edit": "0.008",
                   "fal-ai/flux-2": "0.012", "fal-ai/flux-2/edit": "0.012"}
@@ -87,10 +102,11 @@ class Req:
                 and "error" not in self.faults)
 
     def units(self) -> int:
+        extra = int(self.faults["extra_units"].get("units", 1)) if "extra_units" in self.faults else 0
         if "system_prompt" in self.args:
-            return 1
+            return 1 + extra
         w, h = size_of(self.args)
-        return megapixels(w, h) * int(self.args.get("num_images", 1)) + len(self.args.get("image_urls") or [])
+        return megapixels(w, h) * int(self.args.get("num_images", 1)) + len(self.args.get("image_urls") or []) + extra
 
 
 @dataclass
@@ -109,6 +125,9 @@ class State:
     paid_by_prompt: Counter = field(default_factory=Counter)
     uploads: dict[str, bytes] = field(default_factory=dict)
     text_output: str = '{"scenes": []}'  # what a text model "answers" (set by /_fake/config)
+    pricing: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # the price list, beyond `prices`
+    pricing_page_size: int = 50
+    phantoms: list[dict[str, Any]] = field(default_factory=list)  # charges with no request behind them
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take_fault(self, phase: set[str], prompt: str) -> dict[str, Any] | None:
@@ -126,7 +145,16 @@ class State:
                 price = Decimal(self.prices.get(r.endpoint, "0"))
                 out.append({"request_id": r.id, "endpoint_id": r.endpoint, "time": r.done, "units": r.units(),
                             "unit_price": str(price), "cost": str(price * r.units())})
-        return out
+        return out + [dict(p) for p in self.phantoms]
+
+    def price_list(self, endpoint: str) -> dict[str, Any] | None:
+        if endpoint in self.pricing:
+            p = self.pricing[endpoint]
+            return None if p is None else {"endpoint_id": endpoint, "currency": "USD", **p}
+        if endpoint in self.prices:
+            return {"endpoint_id": endpoint, "unit_price": float(self.prices[endpoint]), "unit": "megapixels",
+                    "currency": "USD"}
+        return None
 
     def duration(self, r: Req) -> float:
         return float(r.faults["slow"].get("seconds", 600)) if "slow" in r.faults else self.latency
@@ -195,14 +223,14 @@ def megapixels(w: int, h: int) -> int:
     return max(1, -(-w * h // (1024 * 1024)))
 
 
-class Handler(BaseHTTPRequestHandler):
+class JsonHandler(BaseHTTPRequestHandler):
+    """The plumbing the fakes share: HTTP/1.1 keep-alive, quiet, bodies in, JSON (or bytes) out."""
+
     protocol_version = "HTTP/1.1"
-    state: State  # set on the class by serve()
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
 
-    # -- plumbing ---------------------------------------------------------------------------------
     def _body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(n) if n else b""
@@ -210,13 +238,20 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, code: int, body: bytes | dict | list, ctype: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:  # the client gave up (a timeout): nothing to answer
+            self.close_connection = True
+
+
+class Handler(JsonHandler):
+    state: State  # set on the class by serve()
 
     def _base(self) -> str:
         return f"https://{self.headers.get('Host')}"
@@ -248,6 +283,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._file(path.removeprefix("/files/"))
         if path == "/v1/models/usage":
             return self._usage()
+        if path == "/v1/models/pricing":
+            return self._pricing()
         parts = _request_path(path)  # fal-client also builds <owner>/<alias>/requests/<id>/...
         if len(parts) >= 2 and parts[0] == "requests":
             if not self._authorized():
@@ -279,7 +316,7 @@ class Handler(BaseHTTPRequestHandler):
                                       "content_type": "image/png"} for i in range(n)],
                           "seed": r.args.get("seed"), "has_nsfw_concepts": [("nsfw" in r.faults)] * n,
                           "prompt": r.args.get("prompt", "")}
-                units = str(megapixels(w, h) * n)
+                units = str(r.units())  # what fal bills for it
                 if "malformed_json" in r.faults and r.result_fetches == 1:
                     return self._send(200, b'{"images": [{"url": "', headers={"x-fal-billable-units": units})
                 return self._send(200, result, headers={"x-fal-billable-units": units, "x-fal-request-id": r.id})
@@ -337,14 +374,38 @@ class Handler(BaseHTTPRequestHandler):
             row["quantity"] += b["units"]
             row["cost"] += Decimal(b["cost"])
         items = [{**r, "cost": float(r["cost"])} for r in summary.values()]
-        buckets = {}
+        timeframe = q.get("timeframe", ["hour"])[0]
+        if timeframe not in BUCKETS:
+            return self._send(422, {"detail": f"timeframe must be one of {sorted(BUCKETS)}"})
+        buckets: dict[str, dict[str, dict[str, Any]]] = {}
         for b in bills:
-            hour = datetime.fromtimestamp(b["time"], timezone.utc).replace(minute=0, second=0, microsecond=0)
-            buckets.setdefault(hour.isoformat(), []).append(b)
-        series = [{"bucket": k, "results": [{"endpoint_id": b["endpoint_id"], "unit": "megapixels",
-                                             "quantity": b["units"], "unit_price": float(b["unit_price"]),
-                                             "cost": float(b["cost"])} for b in v]} for k, v in sorted(buckets.items())]
+            when = datetime.fromtimestamp(b["time"], timezone.utc).replace(**BUCKETS[timeframe])
+            row = buckets.setdefault(when.isoformat(), {}).setdefault(b["endpoint_id"], {
+                "endpoint_id": b["endpoint_id"], "unit": "megapixels", "quantity": 0,
+                "unit_price": float(b["unit_price"]), "cost": Decimal(0)})
+            row["quantity"] += b["units"]
+            row["cost"] += Decimal(b["cost"])
+        series = [{"bucket": k, "results": [{**r, "cost": float(r["cost"])} for r in v.values()]}
+                  for k, v in sorted(buckets.items())]
         self._send(200, {"next_cursor": None, "has_more": False, "summary": items, "time_series": series})
+
+    def _pricing(self) -> None:
+        """fal's price list (the ordinary key): unit and unit price per endpoint it knows, paged."""
+        st = self.state
+        if not self._authorized():
+            return
+        q = parse_qs(urlparse(self.path).query)
+        asked = list(dict.fromkeys(e for v in q.get("endpoint_id", []) for e in v.split(",") if e))
+        with st.lock:
+            st.counts["pricing_requests"] += 1
+            known = [p for e in asked if (p := st.price_list(e)) is not None]
+            size = max(1, int(st.pricing_page_size))
+        if asked and not known:
+            return self._send(404, {"detail": f"no pricing for {', '.join(asked)}"})
+        start = int(q.get("cursor", ["0"])[0] or 0)
+        page = known[start:start + size]
+        more = start + size < len(known)
+        self._send(200, {"prices": page, "next_cursor": str(start + size) if more else None, "has_more": more})
 
     def do_PUT(self) -> None:  # noqa: N802
         parts = _request_path(urlparse(self.path).path)
@@ -375,9 +436,16 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_fake/config":
             cfg = json.loads(body or b"{}")
             with st.lock:
-                for k in ("latency", "slots", "key", "admin_key", "prices", "text_output"):
+                for k in ("latency", "slots", "key", "admin_key", "prices", "text_output", "pricing_page_size"):
                     if k in cfg:
                         setattr(st, k, cfg[k])
+                if "pricing" in cfg:
+                    st.pricing.update(cfg["pricing"])
+                for p in cfg.get("phantom_bills", []):  # billed now, at the endpoint's price
+                    price = Decimal(st.prices.get(p["endpoint_id"], "0"))
+                    st.phantoms.append({"request_id": None, "endpoint_id": p["endpoint_id"], "time": time.time(),
+                                        "units": int(p["units"]), "unit_price": str(price),
+                                        "cost": str(price * int(p["units"]))})
                 if "faults" in cfg:
                     st.faults = [dict(f) for f in cfg["faults"]]
             return self._send(200, {"ok": True})
@@ -385,6 +453,8 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 st.faults.clear(), st.requests.clear(), st.queue.clear(), st.running.clear()
                 st.counts.clear(), st.submissions_by_prompt.clear(), st.paid_by_prompt.clear()
+                st.prices, st.pricing, st.pricing_page_size = dict(DEFAULT_PRICES), {}, 50
+                st.phantoms.clear()
             return self._send(200, {"ok": True})
         if path == "/storage/auth/token":  # fal-client's CDN token for uploads
             if not self._authorized():
@@ -463,17 +533,20 @@ class Handler(BaseHTTPRequestHandler):
 
 class TLSThreadingServer(ThreadingHTTPServer):
     """TLS handshakes in each connection's own thread, as a real server does them concurrently: a
-    listening socket wrapped in TLS would shake hands inside accept(), one connection at a time."""
+    listening socket wrapped in TLS would shake hands inside accept(), one connection at a time.
+    ``on_connection`` counts them (each a handshake: a client should reuse its connections)."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: type, context: ssl.SSLContext):
+    def __init__(self, address: tuple[str, int], handler: type, context: ssl.SSLContext,
+                 on_connection: Callable[[], None] | None = None):
         super().__init__(address, handler)
         self.context = context
+        self.on_connection = on_connection
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        with Handler.state.lock:
-            Handler.state.counts["connections"] += 1  # each a TLS handshake: a client should reuse them
+        if self.on_connection is not None:
+            self.on_connection()
         try:
             tls = self.context.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
@@ -481,27 +554,43 @@ class TLSThreadingServer(ThreadingHTTPServer):
         super().finish_request(tls, client_address)
 
 
-def serve(cert: str, port: int = 0, latency: float = 0.05, slots: int | None = None, key: str | None = None) -> None:
-    Handler.state = State(latency=latency, slots=slots, key=key)
+def _count_connection() -> None:
+    with Handler.state.lock:
+        Handler.state.counts["connections"] += 1
+
+
+def serve_tls(cert: str, port: int, handler: type, on_connection: Callable[[], None] | None = None) -> None:
+    """Listen on 127.0.0.1 (a free port when 0), say ``PORT n`` on stdout, and serve until killed."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert)
-    server = TLSThreadingServer(("127.0.0.1", port), Handler, ctx)
+    server = TLSThreadingServer(("127.0.0.1", port), handler, ctx, on_connection=on_connection)
     print(f"PORT {server.server_address[1]}", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fake_arguments(doc: str) -> argparse.ArgumentParser:
+    """What every fake takes: its certificate, a port and the latency of a request."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--cert", required=True, help="PEM with the server's private key and certificate chain")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--latency", type=float, default=0.05)
+    return p
+
+
+def serve(cert: str, port: int = 0, latency: float = 0.05, slots: int | None = None, key: str | None = None) -> None:
+    Handler.state = State(latency=latency, slots=slots, key=key)
+    serve_tls(cert, port, Handler, on_connection=_count_connection)
+
+
+def main() -> None:
+    p = fake_arguments(__doc__)
     p.add_argument("--slots", type=int, default=None)
     p.add_argument("--key", default=None, help="the FAL_KEY to require (default: accept any)")
     a = p.parse_args()
-    try:
-        serve(a.cert, a.port, a.latency, a.slots, a.key)
-    except KeyboardInterrupt:
-        sys.exit(0)
+    serve(a.cert, a.port, a.latency, a.slots, a.key)
 
 
 if __name__ == "__main__":

@@ -52,23 +52,25 @@ class FakeFal:
             self.proc.kill()
 
 
-def start_fake_fal(workdir: Path, latency: float = 0.05, slots: int | None = None,
-                   key: str | None = TEST_KEY) -> FakeFal:
-    """A test CA and a certificate for 127.0.0.1; the fake listens on a free port."""
+def start_fake_process(workdir: Path, module: str, args: list[str]) -> tuple[subprocess.Popen, str, Path]:
+    """A test CA and a certificate for 127.0.0.1, and the fake ``module`` serving TLS on a free port
+    in its own process (it must outlive a pipeline killed with SIGKILL): (process, base URL, CA file)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    name = module.rsplit(".", 1)[-1].replace("_", "-")
     ca = trustme.CA()
-    ca_file, server_pem = workdir / "fake-fal-ca.pem", workdir / "fake-fal-server.pem"
+    ca_file, server_pem = workdir / f"{name}-ca.pem", workdir / f"{name}-server.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(server_pem))
-    cmd = [sys.executable, "-m", "webtoon_assets_tests.fake_fal", "--cert", str(server_pem),
-           "--latency", str(latency)]
-    if slots:
-        cmd += ["--slots", str(slots)]
-    if key:
-        cmd += ["--key", key]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", module, "--cert", str(server_pem), *args], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("PORT "):
         proc.kill()
-        raise RuntimeError(f"the fake fal did not start: {line!r}")
-    return FakeFal(proc, f"https://127.0.0.1:{int(line.split()[1])}", ca_file)
+        raise RuntimeError(f"{module} did not start: {line!r}")
+    return proc, f"https://127.0.0.1:{int(line.split()[1])}", ca_file
+
+
+def start_fake_fal(workdir: Path, latency: float = 0.05, slots: int | None = None,
+                   key: str | None = TEST_KEY) -> FakeFal:
+    args = ["--latency", str(latency), *(["--slots", str(slots)] if slots else []), *(["--key", key] if key else [])]
+    return FakeFal(*start_fake_process(workdir, "webtoon_assets_tests.fake_fal", args))

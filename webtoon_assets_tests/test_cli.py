@@ -125,7 +125,7 @@ def test_quote_fresh_sample_per_family(layout, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^panels\s+fal-ai/flux-2/flash/edit\s+10\s+0\s+\$0\.215$", out, re.M), out
     assert re.search(r"^total\s+15\s+0\s+\$0\.240$", out, re.M), out
-    assert "provider local" in out and "list prices of the fal models it stands in for" in out
+    assert "provider local" in out and "list prices of the models it stands in for" in out
 
 
 def make(instance, defs, episode: str, assets: tuple[str, ...]) -> dict:

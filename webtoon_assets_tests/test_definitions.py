@@ -30,7 +30,7 @@ def test_every_series_gets_its_assets_job_and_sensor(defs):
                     ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "lettered_panels",
                      "episode_strip", "season_reader", "model_trial", "model_recommendation")} | {"cost_tables"}
     assert defs.resolve_job_def("lantern_street__trial").partitions_def.get_partition_keys() == [
-        "fal-ai__flux-2__flash__edit", "fal-ai__flux-2__turbo__edit", "fal-ai__flux-2__edit", "fal-ai__flux-2-pro__edit"]
+        "fal-ai__flux-2__flash__edit", "fal-ai__flux-2__edit", "bfl__flux-2-klein-9b", "bfl__flux-2-pro"]
     assert defs.resolve_job_def("lantern_street__season")
     assert defs.resolve_sensor_def("lantern_street__new_episodes")
 

@@ -137,7 +137,9 @@ def test_local_preview_is_deterministic(tmp_path):
 
 
 def test_provider_selection(monkeypatch):
-    assert select_provider().name == "local"
+    for variable in ("FAL_KEY", "BFL_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "REPLICATE_API_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    assert select_provider().names == "local"
     monkeypatch.setenv("WEBTOON_PROVIDER", "nope")
     with pytest.raises(ValueError, match="WEBTOON_PROVIDER: unknown provider 'nope'"):
         select_provider()

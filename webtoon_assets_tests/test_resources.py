@@ -30,8 +30,10 @@ def test_the_provider_is_chosen_as_a_resource(monkeypatch):
 def test_unset_fal_settings_come_from_the_environment_and_set_ones_win(monkeypatch):
     monkeypatch.setenv("WEBTOON_FAL_CONCURRENCY", "6")
     monkeypatch.setenv("WEBTOON_FAL_TIMEOUT_SECONDS", "90")
+    for variable in ("FAL_KEY", "BFL_API_KEY", "GEMINI_API_KEY", "TOGETHER_API_KEY", "REPLICATE_API_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
     assert FalProviderResource().settings() == {"concurrency": 6, "queue_ahead": 1, "references": "upload",
-                                                "timeout_seconds": 90}
+                                                "timeout_seconds": 90, "platforms": "none"}
     assert FalProviderResource(concurrency=12).settings()["concurrency"] == 12
     assert FalProviderResource(concurrency=12).settings()["queue_ahead"] == 3  # a quarter, by default
     monkeypatch.setenv("WEBTOON_FAL_QUEUE_AHEAD", "0")
@@ -65,4 +67,4 @@ def test_a_provider_that_cannot_start_fails_the_step_without_a_traceback(layout,
     assert not result.success
     failure, = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     error = failure.event_specific_data.error
-    assert "needs FAL_KEY" in error.message and error.cls_name == "Failure"
+    assert "need a key (FAL_KEY" in error.message and error.cls_name == "Failure"

@@ -52,7 +52,7 @@ def test_a_premium_model_needs_90():
     assert recommend(table, T, TARGET).model == "pro" and "premium" in recommend(table, T, TARGET).reason
     table[-1] = c("pro", "0.081", 88)  # 88 would pass a cheap model, not a premium one
     rec = recommend(table, T, TARGET)
-    assert (rec.action, rec.model) == ("train LoRA", None) and "best was pro at 88.0%" in rec.reason
+    assert (rec.action, rec.model) == ("train LoRA", None) and "best was pro on fal at 88.0%" in rec.reason
 
 
 def test_offline_previews_give_no_recommendation_not_a_lora():
@@ -164,10 +164,17 @@ def run_trial(layout, tmp_path):
 def test_the_trial_runs_offline_end_to_end(layout, tmp_path):
     results, meta = run_trial(layout, tmp_path)
     assert len(results) == 4 and all(r.success for r in results)
-    rows = cost_sql(layout, "SELECT model, cost_per_panel_usd, consistency, verdict, variations FROM model_trials")
+    rows = cost_sql(layout, "SELECT model, cost_per_panel_usd, consistency, verdict, variations, platform "
+                            "FROM model_trials")
     models = {r[0]: r for r in rows}
-    assert set(models) == {"FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]"}
-    costs = [models[m][1] for m in ("FLUX.2 [flash]", "FLUX.2 [turbo]", "FLUX.2 [dev]", "FLUX.2 [pro]")]
+    # the cost study's validation plan, across two platforms
+    assert {(m, r[5]) for m, r in models.items()} == {
+        ("FLUX.2 [flash]", "fal"), ("FLUX.2 [dev]", "fal"), ("FLUX.2 [klein] 9B (BFL API)", "bfl"),
+        ("FLUX.2 [pro] (BFL API)", "bfl")}
+    # BFL bills inputs by their real megapixels (0.79 for a 1024x768 sheet), fal rounds each up to 1:
+    # with every reference counted, klein 9B is the cheapest panel
+    order = ["FLUX.2 [klein] 9B (BFL API)", "FLUX.2 [flash]", "FLUX.2 [dev]", "FLUX.2 [pro] (BFL API)"]
+    costs = [models[m][1] for m in order]
     assert costs == sorted(costs) and all(0 <= r[2] <= 100 and r[4] == 5 for r in rows)
     # offline the scores compare preview stand-ins: no verdict, and no recommendation (not "train LoRA")
     assert all(r[3] == "not measured (preview stand-ins)" for r in rows)
@@ -322,3 +329,22 @@ def test_a_finished_trial_run_asks_for_the_cost_tables(layout, tmp_path):
         request = sensor(context)
     assert run.status == DagsterRunStatus.SUCCESS and request.run_key == f"after-{result.run_id}"
     assert sensor.job_name == "refresh_cost_tables"
+
+
+def test_the_trial_spends_at_most_its_budget(layout, tmp_path):
+    """The whole trial (every candidate) is capped (the study's $10 by default): a candidate whose
+    requests do not fit what is left is refused whole, before anything is made."""
+    edit_series(layout, **{"trial.budget_usd": 0.15})
+    (tmp_path / "dagster").mkdir()
+    job = build_definitions(layout).resolve_job_def(trial_job_name(SAMPLE))
+    with DagsterInstance.local_temp(str(tmp_path / "dagster")) as inst:
+        flash, dev = (job.execute_in_process(instance=inst, partition_key=k, raise_on_error=False)
+                      for k in ("fal-ai__flux-2__flash__edit", "fal-ai__flux-2__edit"))
+        assert flash.success  # 6 flash images: 1 + 5 x 2 MP at $0.005 = $0.055
+        assert not dev.success  # 1 + 5 x 2 MP at $0.012 = $0.132 more: over the $0.095 left
+        message = next(e for e in dev.all_events if e.is_step_failure).step_failure_data.error.message
+        assert "pre-flight quote" in message and "model trial of fal-ai/flux-2/edit" in message
+    rows = list(read_rows(layout.ledger_dir))
+    assert sum(r.status == "generated" for r in rows) == 6
+    assert sum(r.list_usd for r in rows if r.status == "generated") == Decimal("0.055")
+    assert [r.status for r in rows if r.asset == "preflight"] == ["refused"]

@@ -9,6 +9,7 @@ model_recommendation asset, downstream of every candidate's trial."""
 import json
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
                      MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset)
@@ -22,6 +23,7 @@ from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, quote
 from webtoon_assets.resources import DataRootResource, GatewayResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
+from webtoon_assets.sizes import size_pixels
 from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
 
@@ -57,20 +59,23 @@ def text_endpoint(book: PriceBook, endpoint: str) -> str:
 
 
 def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: list[Episode]) -> Decimal:
-    """The candidate's average price over every planned panel of the series (each panel's size, and
-    its character sheets, background and style as references, cut to what the endpoint reads)."""
+    """The candidate's average price over every planned panel of the series: each panel's size, and
+    its character sheets, background and style as references at the series' sheet sizes, fitted to
+    the endpoint as the gateway would send them (the references it reads, the size it takes)."""
     entry = book.entry(endpoint)
-    prices = []
-    for ep in episodes:
-        for plan in plan_storyboard(series, ep):
-            refs = min(len(plan.characters) + 2, entry.max_references)
-            request = {"image_size": plan.aspect, "num_images": 1}
-            if refs:
-                request["image_urls"] = ["ref"] * refs
-            prices.append(quote(endpoint, request, book=book).usd)
-    if not prices:  # no scripts yet: one portrait panel with three references
-        prices = [quote(endpoint, {"image_size": "portrait_4_3", "image_urls": ["ref"] * min(3, entry.max_references)},
-                        book=book).usd]
+    m = series.models
+    sheet, plate, style = (size_pixels(f.image_size) for f in (m.character_sheets, m.backgrounds, m.style_sheet))
+
+    def price(size: Any, characters: int) -> Decimal:
+        refs = ([sheet] * characters + [plate, style])[: m.panels.max_references]
+        args, refs = entry.fit({"image_size": size, "num_images": 1}, refs)
+        request = {**args, **({"image_urls": ["ref"] * len(refs),
+                                "input_image_sizes": [{"width": w, "height": h} for w, h in refs]} if refs else {})}
+        return quote(endpoint, request, book=book).usd
+
+    prices = [price(plan.aspect, len(plan.characters)) for ep in episodes for plan in plan_storyboard(series, ep)]
+    if not prices:  # no scripts yet: one portrait panel with one character
+        prices = [price("portrait_4_3", 1)]
     return sum(prices, Decimal(0)) / len(prices)
 
 
@@ -101,20 +106,38 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
 
             base_prompt = (f"Character reference of {character_clause(series, cid)}. Full body, neutral pose, plain "
                            f"light background. {style_clause(series)} {NO_TEXT}")
-            base = s.generate(GenerationRequest(
+            base_request = GenerationRequest(
                 endpoint=text_endpoint(book, endpoint), preview=hints, attribution=who("base"),
                 arguments={"prompt": base_prompt, "image_size": "portrait_4_3",
-                           "seed": stable_seed(series_id, "trial", cid)}))
+                           "seed": stable_seed(series_id, "trial", cid)})
+
+            def variation_requests(ref: Reference) -> list[GenerationRequest]:
+                return [GenerationRequest(
+                    endpoint=endpoint, references=[ref] if entry.max_references else [], attribution=who(f"v{i + 1}"),
+                    preview=hints.model_copy(update={"kind": "panel",
+                                                     "shot": ["full", "close-up", "full", "medium"][i % 4],
+                                                     "caption": SITUATIONS[i % len(SITUATIONS)]}),
+                    arguments={"prompt": f"The same character as the reference image, "
+                                         f"{SITUATIONS[i % len(SITUATIONS)]}. {character_clause(series, cid)}. "
+                                         f"{style_clause(series)} {NO_TEXT}",
+                               "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)})
+                    for i in range(t.variations)]
+
+            # The whole trial (every candidate, every run) spends at most trial.budget_usd: this candidate's
+            # requests are quoted first (the base's image planned at its size until it is made) and refused
+            # whole if they do not fit what is left of it.
+            made = s.gateway.store.get(base_key := s.gateway.key(base_request))
+            planned_w, planned_h = size_pixels("portrait_4_3")
+            planned = (Reference(role=f"character:{cid}", path=str(s.gateway.store.image_path(base_key)),
+                                 sha256=made["sha256"], width=made["width"], height=made["height"]) if made else
+                       Reference(role=f"character:{cid}", path="", sha256="planned:trial-base", width=planned_w,
+                                 height=planned_h))
+            s.preflight([base_request, *variation_requests(planned)], f"model trial of {endpoint}",
+                        budget_usd=t.budget_usd)
+            base = s.generate(base_request)
             ref = Reference(role=f"character:{cid}", path=str(base.path), sha256=base.sha256, width=base.width,
                             height=base.height)
-            variations = list(s.generate_many([GenerationRequest(
-                endpoint=endpoint, references=[ref] if entry.max_references else [], attribution=who(f"v{i + 1}"),
-                preview=hints.model_copy(update={"kind": "panel", "shot": ["full", "close-up", "full", "medium"][i % 4],
-                                                 "caption": SITUATIONS[i % len(SITUATIONS)]}),
-                arguments={"prompt": f"The same character as the reference image, {SITUATIONS[i % len(SITUATIONS)]}. "
-                                     f"{character_clause(series, cid)}. {style_clause(series)} {NO_TEXT}",
-                           "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)})
-                for i in range(t.variations)]))
+            variations = list(s.generate_many(variation_requests(ref)))
             try:
                 scorer = make_scorer(t.scorer, s.gateway, t.judge.endpoint, t.judge.arguments, who("judge"))
                 scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path)
@@ -122,7 +145,8 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
             except ValueError as e:
                 raise Failure(description=f"trial of {endpoint}: {e}", allow_retries=False) from e
             consistency = round(sum(scores.values()) / len(scores), 2)
-            measured = s.provider != "local"  # offline, the scores compare preview stand-ins: not a measurement
+            # offline, the scores compare preview stand-ins: not a measurement
+            measured = all(r.provider != "local" for r in [base, *variations])
             per_panel = cost_per_panel(book, endpoint, series, episodes)
             spent = [base, *variations]
             result = {
@@ -132,7 +156,8 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                 "cost_per_panel_usd": str(per_panel),
                 "trial_spent_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
                 "trial_quote_usd": str(sum((r.list_usd for r in spent if r.status == "generated"), Decimal(0))),
-                "provider": s.provider, "base": str(base.path), "images": [str(v.path) for v in variations],
+                "provider": variations[0].provider if variations else base.provider, "measured": measured,
+                "trial_budget_usd": str(t.budget_usd), "base": str(base.path), "images": [str(v.path) for v in variations],
             }
             write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
             context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "
@@ -156,16 +181,20 @@ def model_recommendation_asset(series_id: str) -> AssetsDefinition:
         layout, series = data.layout, data.series(series_id)
         trials = load_trials(layout, series_id)
         rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
-                                   measured=r.get("provider") != "local") for r in trials],
+                                   measured=r.get("measured", r.get("provider") != "local"),
+                                   platform=r.get("platform", "fal")) for r in trials],
                         series.trial.thresholds, series.budget.target_per_panel_usd)
         write_text_atomic(trial_dir(layout, series_id) / "recommendation.json", json.dumps(rec.__dict__, indent=1))
         context.log.info(f"recommendation from {len(trials)} trial(s): {rec.action} {rec.model or ''}")
-        rows = ["| model | endpoint | $/panel | consistency | verdict |", "|---|---|---|---|---|"] + [
-            f"| {r['model']} | `{r['endpoint']}` | ${Decimal(r['cost_per_panel_usd']):.4f} | {r['consistency']}% | "
-            f"{r['verdict']} |" for r in sorted(trials, key=lambda r: Decimal(r["cost_per_panel_usd"]))]
+        rows = ["| platform | model | endpoint | $/panel | consistency | verdict | trial spent |",
+                "|---|---|---|---|---|---|---|"] + [
+            f"| {r.get('platform', 'fal')} | {r['model']} | `{r['endpoint']}` | ${Decimal(r['cost_per_panel_usd']):.4f} | "
+            f"{r['consistency']}% | {r['verdict']} | ${Decimal(r.get('trial_spent_usd', '0')):.4f} |"
+            for r in sorted(trials, key=lambda r: Decimal(r["cost_per_panel_usd"]))]
         return MaterializeResult(metadata={
-            "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}: {rec.reason}"),
-            "action": rec.action, "model": rec.model or "", "trials": len(trials),
+            "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}"
+                                               f"{f' on {rec.platform}' if rec.platform else ''}: {rec.reason}"),
+            "action": rec.action, "model": rec.model or "", "platform": rec.platform or "", "trials": len(trials),
             "candidates": MetadataValue.md("\n".join(rows)),
         })
 

@@ -31,6 +31,7 @@ class Candidate:
     cost_per_panel_usd: Decimal
     consistency: float
     measured: bool = True  # False: made offline by the preview renderer, so its score means nothing
+    platform: str = "fal"  # who sells it (the price book's platform): the tree runs across all of them
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Recommendation:
     endpoint: str | None
     model: str | None
     reason: str
+    platform: str | None = None
 
 
 def recommend(candidates: list[Candidate], t: Thresholds, target_per_panel: Decimal) -> Recommendation:
@@ -50,18 +52,19 @@ def recommend(candidates: list[Candidate], t: Thresholds, target_per_panel: Deci
     if offline and not candidates:
         return Recommendation("none", None, None,
                               f"offline previews are not measured: {len(offline)} candidate(s) tried on the preview "
-                              "renderer, whose stand-ins show no model's drawing; run the trial with FAL_KEY set to "
-                              "score the models' own images")
+                              "renderer, whose stand-ins show no model's drawing; run the trial with the platforms' "
+                              "keys set (FAL_KEY, BFL_API_KEY, ...) to score the models' own images")
     for c in sorted(candidates, key=lambda c: (c.cost_per_panel_usd, c.endpoint)):
         premium = c.cost_per_panel_usd > target_per_panel
         bar = t.premium_pick if premium else t.pick
         if c.consistency >= bar:
             kind = "premium model (over the target)" if premium else "cheapest model"
             return Recommendation("use", c.endpoint, c.model,
-                                  f"{kind} at >= {bar:g}% consistency: {c.model} scored {c.consistency:.1f}% at "
-                                  f"${c.cost_per_panel_usd:.4f}/panel (target ${target_per_panel})")
+                                  f"{kind} at >= {bar:g}% consistency: {c.model} on {c.platform} scored "
+                                  f"{c.consistency:.1f}% at ${c.cost_per_panel_usd:.4f}/panel (target "
+                                  f"${target_per_panel})", c.platform)
     best = max(candidates, key=lambda c: c.consistency, default=None)
-    detail = f"; best was {best.model} at {best.consistency:.1f}%" if best else ""
+    detail = f"; best was {best.model} on {best.platform} at {best.consistency:.1f}%" if best else ""
     return Recommendation("train LoRA", None, None,
                           f"no model reached {t.pick:g}% (or {t.premium_pick:g}% over the target){detail}: "
                           "pivot to LoRA training")

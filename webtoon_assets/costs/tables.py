@@ -52,6 +52,7 @@ from webtoon_assets.files import atomic_path, write_text_atomic
 from webtoon_assets.ledger import LedgerProblem, LedgerRow, Status, journal, ledger_files, read_file
 from webtoon_assets.ledger import row as ledger_row
 from webtoon_assets.ledger.journal import _last_newline, _writer_gone
+from webtoon_assets.ledger.reconcile import read_differences
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, load_pricebook
 
@@ -616,6 +617,9 @@ class _Side(threading.Thread):
             self.series_rows, self.episode_rows = _bible(self.layout, self.notes.append)
             self.trials, self.recs = _trials(self.layout)
             self.book = load_pricebook(self.layout.pricebook)
+            # `webtoon reconcile`'s differences: a small file, read whole each time (not the ledger's)
+            self.reconciliation, problems = read_differences(self.layout.reconciliation_path)
+            self.notes += [f"cost tables: {p}" for p in problems]
         except BaseException as e:  # noqa: BLE001 - raised by the refresh
             self.error = e
 
@@ -632,7 +636,7 @@ def _trials(layout: DataLayout) -> tuple[list[tuple], list[tuple]]:
                 trials.append(data)
     legacy = {"trial_spent_usd": "trial_billed_usd", "trial_quote_usd": "trial_list_usd"}  # trials made before
     return ([tuple(t.get(c, t.get(legacy.get(c, c))) for c in TRIAL_COLUMNS) for t in trials],
-            [tuple(r.get(c) for c in ("series", "action", "endpoint", "model", "reason")) for r in recs])
+            [tuple(r.get(c) for c in ("series", "action", "endpoint", "model", "reason", "platform")) for r in recs])
 
 
 TRIAL_COLUMNS = ["series", "model", "platform", "endpoint", "cost_per_panel_usd", "consistency", "verdict", "scorer",
@@ -649,11 +653,18 @@ _SMALL_TABLES = f"""
       cost_per_panel_usd DECIMAL(18,6), consistency DOUBLE, verdict VARCHAR, scorer VARCHAR, variations INTEGER,
       character VARCHAR, trial_spent_usd {MONEY}, trial_quote_usd {MONEY}, provider VARCHAR);
     CREATE TABLE model_recommendation (series VARCHAR, action VARCHAR, endpoint VARCHAR, model VARCHAR,
-      reason VARCHAR);
+      reason VARCHAR, platform VARCHAR);
+    CREATE TABLE reconciliation (run_id VARCHAR, checked_at TIMESTAMPTZ, source VARCHAR, endpoint VARCHAR,
+      bucket TIMESTAMPTZ, timeframe VARCHAR, row_id VARCHAR, ledger_usd {MONEY}, platform_usd {MONEY},
+      difference_usd {MONEY}, drift BOOLEAN, tolerance_usd {MONEY}, ledger_units DECIMAL(18,6),
+      platform_units DECIMAL(18,6), unit VARCHAR, note VARCHAR);
 """
+_RECONCILIATION_TYPES = ["VARCHAR", "TIMESTAMPTZ", "VARCHAR", "VARCHAR", "TIMESTAMPTZ", "VARCHAR", "VARCHAR", MONEY,
+                         MONEY, MONEY, "BOOLEAN", MONEY, "DECIMAL(18,6)", "DECIMAL(18,6)", "VARCHAR", "VARCHAR"]
 
 
-_SMALL_TABLE_NAMES = ["ledger_problems", "series_info", "episodes", "_whatif_raw", "_trials", "model_recommendation"]
+_SMALL_TABLE_NAMES = ["ledger_problems", "series_info", "episodes", "_whatif_raw", "_trials", "model_recommendation",
+                      "reconciliation"]
 
 
 def _old_state(con: duckdb.DuckDBPyConnection, layout: DataLayout) -> dict[str, _Record] | None:
@@ -745,7 +756,8 @@ def _build(con: duckdb.DuckDBPyConnection, layout: DataLayout, log: Callable[[st
              "INTEGER"])
     _insert(con, "_trials", side.trials, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DECIMAL(18,6)", "DOUBLE",
                                           "VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", MONEY, MONEY, "VARCHAR"])
-    _insert(con, "model_recommendation", side.recs, ["VARCHAR"] * 5)
+    _insert(con, "model_recommendation", side.recs, ["VARCHAR"] * 6)
+    _insert(con, "reconciliation", side.reconciliation, _RECONCILIATION_TYPES)
     con.execute(SQL_VIEWS.read_text())
 
 

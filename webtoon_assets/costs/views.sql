@@ -162,3 +162,15 @@ CREATE VIEW model_trials AS
 SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, scorer, variations,
        character, trial_spent_usd, trial_quote_usd, provider
 FROM _trials ORDER BY series, cost_per_panel_usd;
+
+-- What `webtoon reconcile` found, one row per run and source (the table `reconciliation` has each
+-- difference: fal_units per fal result, fal_usage per endpoint and hour, bfl_cost per BFL response;
+-- difference_usd = platform_usd - ledger_usd; drift when beyond the run's tolerance_usd).
+CREATE VIEW reconciliation_runs AS
+SELECT run_id, min(checked_at) AS checked_at, source,
+       count(*) AS differences,
+       count(*) FILTER (WHERE drift) AS drift,
+       sum(difference_usd) AS difference_usd,
+       coalesce(sum(difference_usd) FILTER (WHERE drift), 0) AS drift_usd
+FROM reconciliation GROUP BY run_id, source
+ORDER BY checked_at, source;

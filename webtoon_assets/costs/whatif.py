@@ -26,8 +26,9 @@ class Usage:
 
 
 def _usage_request(row: LedgerRow | Usage, entry: PriceEntry) -> dict[str, Any]:
-    inputs = row.inputs[: entry.max_references]
-    req: dict[str, Any] = {"image_size": {"width": row.width, "height": row.height}, "num_images": row.images or 1}
+    """The usage as this endpoint would have been asked for it (its size shape, the references it reads)."""
+    req, inputs = entry.fit({"image_size": {"width": row.width, "height": row.height}, "num_images": row.images or 1},
+                            list(row.inputs))
     if inputs:
         req["image_urls"] = [f"ref{i}" for i in range(len(inputs))]
         req["input_image_sizes"] = [{"width": w, "height": h} for w, h in inputs]
@@ -46,7 +47,7 @@ def platform_whatif(book: PriceBook, usage: Sequence[LedgerRow | Usage],
     quotes = {} if quotes is None else quotes
     models: dict[tuple[str, str], list[PriceEntry]] = defaultdict(list)
     for e in book.entries:
-        if e.kind == "image":
+        if e.kind == "image" and e.retired is None:
             models[(e.platform, e.model)].append(e)
     out = []
     for (platform, model), entries in models.items():

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 from PIL import Image
 
 from webtoon_assets.gateway.budget import Budgets, BudgetExceeded
+from webtoon_assets.gateway.providers import Providers
 from webtoon_assets.gateway.providers.base import Provider, ProviderError
 from webtoon_assets.gateway.retry import GenerationFailed, AttemptPolicy
 from webtoon_assets.gateway.request import GenerationRequest
@@ -42,6 +43,7 @@ from webtoon_assets.gateway.submissions import Submission, Submissions
 from webtoon_assets.ledger import Ledger, LedgerRow, Status, find_rows
 from webtoon_assets.liveness import HOST
 from webtoon_assets.pricing import PriceBook, Quote, quote
+from webtoon_assets.sizes import ImageSizeError, requested_pixels
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,12 @@ def pricing_request(request: GenerationRequest) -> dict[str, Any]:
 
 
 class Gateway:
-    def __init__(self, store: ImageStore, provider: Provider, ledger: Ledger, pricebook: PriceBook,
+    def __init__(self, store: ImageStore, provider: Provider | Providers, ledger: Ledger, pricebook: PriceBook,
                  budget: Budgets | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
                  retry: AttemptPolicy | None = None):
         self.retry = retry or AttemptPolicy()
         self.store = store
-        self.provider = provider
+        self.providers = Providers.of(provider)  # one per platform; offline, the renderer for all
         self.ledger = ledger
         self.pricebook = pricebook
         self.budget = budget
@@ -118,17 +120,39 @@ class Gateway:
         self.log = log or (lambda _msg: None)
         self.submissions = Submissions(store.root / "pending")
 
+    @property
+    def provider(self) -> Provider:
+        """The provider of requests that name no platform (offline: the renderer for every one)."""
+        return self.providers.default
+
+    def route(self, request: GenerationRequest) -> tuple[GenerationRequest, Provider]:
+        """The request as its endpoint takes it (the price book's ``request:`` shape: sizes, the
+        references it reads, defaults), and the provider of the endpoint's platform. An unknown
+        endpoint, or a platform this run has no provider for, is refused here: before any spend."""
+        entry = self.pricebook.entry(request.endpoint)
+        arguments, references = entry.fit(request.arguments, request.references)
+        if arguments != request.arguments or references != request.references:
+            request = request.model_copy(update={"arguments": arguments, "references": references})
+        return request, self.providers.for_platform(entry.platform, request.endpoint)
+
+    def key(self, request: GenerationRequest) -> str:
+        """The store key of ``request`` as it would be sent."""
+        fitted, provider = self.route(request)
+        return fitted.key(provider.name)
+
     def quote(self, request: GenerationRequest, response: dict[str, Any] | None = None) -> Quote:
+        """The list price of ``request`` as its endpoint takes it."""
+        request = self.route(request)[0] if self.pricebook.has(request.endpoint) else request
         return quote(request.endpoint, pricing_request(request), response, book=self.pricebook)
 
     def _record(self, request: GenerationRequest, key: str, status: Status, q: Quote, billed: Decimal,
                 width: int | None = None, height: int | None = None, request_id: str | None = None,
-                error: str | None = None, billable_units: Decimal | None = None, note: str | None = None
-                ) -> LedgerRow:
+                error: str | None = None, billable_units: Decimal | None = None, note: str | None = None,
+                provider: Provider | None = None) -> LedgerRow:
         who = request.attribution
         row = LedgerRow(
             time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=who.series, episode=who.episode,
-            asset=who.asset, item=who.item, reusable=who.reusable, provider=self.provider.name,
+            asset=who.asset, item=who.item, reusable=who.reusable, provider=(provider or self.provider).name,
             endpoint=request.endpoint, request_key=key, status=status, billed_usd=billed, list_usd=q.usd,
             credits=billed * self.pricebook.credits_per_usd if billed else q.credits, units=q.units, unit=q.unit,
             megapixels=q.megapixels, images=q.images, seconds=q.seconds, width=width, height=height,
@@ -141,34 +165,39 @@ class Gateway:
     # -- images ------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationResult:
         started = time.monotonic()
-        key = request.key(self.provider.name)
+        request, provider = self.route(request)
+        key = request.key(provider.name)
         found = self.store.lookup(key)
         if found.state == "ok":
-            return self._hit(request, key, found.record, started)
+            return self._hit(request, key, found.record, started, provider)
         with self.store.lock(key):
             found = self.store.lookup(key)  # another run may have made or mended it while we waited
             if found.state == "ok":
-                return self._hit(request, key, found.record, started)
+                return self._hit(request, key, found.record, started, provider)
             note = None
             if found.state == "unrecorded" and (record := self._rebuild_record(request, key)) is not None:
-                return self._hit(request, key, record, started, note="record rebuilt from the image and the ledger")
+                return self._hit(request, key, record, started, provider,
+                                 note="record rebuilt from the image and the ledger")
             if found.state in ("damaged", "unrecorded"):
                 where = self.store.quarantine(key)
                 note = f"stored copy {found.state} ({found.reason or 'no record'}); quarantined at {where}"
                 self.log(f"{request.attribution.asset} {request.attribution.item}: {note}")
-                if found.record is not None and (record := self._restore(request, key, found.record)) is not None:
-                    return self._hit(request, key, record, started, note=f"{note}; fetched again from "
-                                     f"{self.provider.name} at no charge")
+                if found.record is not None and (record := self._restore(request, key, found.record,
+                                                                         provider)) is not None:
+                    return self._hit(request, key, record, started, provider,
+                                     note=f"{note}; fetched again from {provider.name} at no charge")
                 note += "; made again"
-            estimate = self.quote(request)  # unknown endpoint or unpriceable: fails before any spend
+            self.pricebook.usable(request.endpoint)  # a retired endpoint is refused before any spend
+            estimate = self.quote(request)  # unpriceable: fails before any spend
             with self.store.staging(key) as staged:
                 out, row, record = self._attempts(
-                    request, key, estimate, lambda r, sub: self.provider.generate(r, staged, key, sub),
+                    request, key, estimate, provider, lambda r, sub: provider.generate(r, staged, key, sub),
                     lambda out, final, billed, why: self._record(
                         request, key, "generated", final, billed, out.width, out.height, out.request_id,
-                        billable_units=out.billable_units, note=_join(note, why)),
+                        billable_units=out.billable_units, note=_join(note, why, _size_note(request, out)),
+                        provider=provider),
                     on_recorded=lambda out, final, billed, attempt: self.store.commit(key, staged, {
-                        "provider": self.provider.name, "endpoint": request.endpoint,
+                        "provider": provider.name, "endpoint": request.endpoint,
                         "arguments": request.arguments, "sent_seed": attempt.arguments.get("seed"),
                         "references": [r.model_dump() for r in request.references],
                         "width": out.width, "height": out.height, "response": out.response,
@@ -177,21 +206,21 @@ class Gateway:
                         "billed_usd": str(billed), "list_usd": str(final.usd),
                     }))
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "generated",
-                                out.width, out.height, self.provider.name, time.monotonic() - started, row)
+                                out.width, out.height, provider.name, time.monotonic() - started, row)
 
-    def _hit(self, request: GenerationRequest, key: str, record: dict, started: float,
+    def _hit(self, request: GenerationRequest, key: str, record: dict, started: float, provider: Provider,
              note: str | None = None) -> GenerationResult:
         row = self._record(request, key, "cached", self.quote(request), Decimal(0), record["width"], record["height"],
-                           note=note)
+                           note=note, provider=provider)
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "cached",
-                                record["width"], record["height"], self.provider.name,
+                                record["width"], record["height"], provider.name,
                                 time.monotonic() - started, row)
 
-    def _restore(self, request: GenerationRequest, key: str, record: dict) -> dict | None:
+    def _restore(self, request: GenerationRequest, key: str, record: dict, provider: Provider) -> dict | None:
         """The provider's copy of a damaged image, at no charge, if it still has it and it is the same."""
         with self.store.staging(key) as staged:
             try:
-                if not self.provider.refetch(request, record, staged) or sha256_file(staged) != record["sha256"]:
+                if not provider.refetch(request, record, staged) or sha256_file(staged) != record["sha256"]:
                     return None
             except Exception as e:  # noqa: BLE001 - a failed re-fetch just means making it again
                 self.log(f"re-fetching {key[:12]} failed: {type(e).__name__}: {e}")
@@ -225,25 +254,29 @@ class Gateway:
     def generate_text(self, request: GenerationRequest) -> TextResult:
         """The same path for a text model's answer: cached by key, priced per token, in the ledger."""
         started = time.monotonic()
-        key = request.key(self.provider.name)
+        request, provider = self.route(request)
+        key = request.key(provider.name)
         if (record := self.store.get_text(key)) is None:
             with self.store.lock(key):
                 if (record := self.store.get_text(key)) is None:
+                    self.pricebook.usable(request.endpoint)
                     estimate = self.quote(request)
                     out, row, _ = self._attempts(
-                        request, key, estimate, lambda r, sub: self.provider.generate_text(r, key, sub),
+                        request, key, estimate, provider, lambda r, sub: provider.generate_text(r, key, sub),
                         lambda out, final, billed, why: self._record(request, key, "generated", final, billed,
-                                                                     request_id=out.request_id, note=why),
+                                                                     request_id=out.request_id, note=why,
+                                                                     provider=provider),
                         on_recorded=lambda out, final, billed, attempt: self.store.commit_text(key, {
-                            "text": out.text, "provider": self.provider.name, "endpoint": request.endpoint,
+                            "text": out.text, "provider": provider.name, "endpoint": request.endpoint,
                             "response": out.response, "provider_request_id": out.request_id, "run_id": self.run_id,
                             "billed_usd": str(billed), "list_usd": str(final.usd)}))
                     return TextResult(request, key, out.text, "generated", time.monotonic() - started, row)
-        row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0))
+        row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0),
+                           provider=provider)
         return TextResult(request, key, record["text"], "cached", time.monotonic() - started, row)
 
     # -- attempts ------------------------------------------------------------------------------------
-    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote,
+    def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, provider: Provider,
                   call: Callable[[GenerationRequest, Submission], Any],
                   record_success: Callable[[Any, Quote, Decimal, str | None], LedgerRow],
                   on_recorded: Callable[[Any, Quote, Decimal, GenerationRequest], Any]
@@ -254,20 +287,21 @@ class Gateway:
         who = request.attribution
         sub = self.submissions.open(key)
         if (orphan := sub.orphaned_intent) is not None:  # an earlier process died while submitting
-            self._record(request, key, "unknown", estimate, estimate.usd, error=(
-                f"a run crashed while submitting this request (intent of {_when(orphan)}); fal may have "
-                "queued and billed it: outcome unknown until `webtoon reconcile`"))
+            self._record(request, key, "unknown", estimate, estimate.usd, provider=provider, error=(
+                f"a run crashed while submitting this request (intent of {_when(orphan)}); {provider.name} may "
+                "have queued and billed it: outcome unknown until `webtoon reconcile`"))
             sub.retire()
         tries = nsfw = 0
         attempt = request
         while True:
             reservation = self._reserve(attempt, key, estimate)
             try:
-                out = call(attempt, sub)
+                with self.providers.slot(provider):
+                    out = call(attempt, sub)
             except Exception as e:
                 err = e if isinstance(e, ProviderError) else ProviderError(
                     f"{type(e).__name__}: {e}", retryable=False, billed=False)
-                self._failed(request, key, estimate, err, sub)
+                self._failed(request, key, estimate, err, sub, provider)
                 self._release(reservation)
                 tries += 1
                 if err.unknown:
@@ -275,7 +309,7 @@ class Gateway:
                         f"{who.asset} {who.item} of {who.series}/{who.episode}: the outcome of the paid request on "
                         f"{request.endpoint} is unknown and it was not sent again ({err}). It is counted at its quote "
                         f"${estimate.usd}; run `webtoon reconcile` to settle it. A re-run asks anew.") from None
-                if err.nsfw and nsfw < self.retry.nsfw_retries:
+                if err.nsfw and err.retryable and nsfw < self.retry.nsfw_retries:
                     nsfw += 1  # the same request with another seed; the stored key stays the original
                     seed = int(request.arguments.get("seed", 0))
                     attempt = request.model_copy(update={"arguments": {**request.arguments,
@@ -290,8 +324,12 @@ class Gateway:
             final = self.quote(attempt, getattr(out, "response", None))
             billed = final.usd if out.billed else Decimal(0)
             why = None
+            if out.billed and (reported := getattr(out, "billed_usd", None)) is not None:
+                billed = reported  # what the platform said it charged (BFL's cost); the quote stays the list price
+                if reported != final.usd:
+                    why = f"{provider.name} billed ${reported}; the price book quotes ${final.usd}"
             if billed and out.resumed and (prior := self._billed_before(out.request_id, sub)):
-                billed, why = Decimal(0), f"request {out.request_id} was already billed in ledger row {prior}"
+                billed, why = Decimal(0), _join(why, f"request {out.request_id} was already billed in ledger row {prior}")
             try:
                 row = record_success(out, final, billed, why)
                 stored = on_recorded(out, final, billed, attempt)
@@ -301,14 +339,17 @@ class Gateway:
             return out, row, stored
 
     def _failed(self, request: GenerationRequest, key: str, estimate: Quote, err: ProviderError,
-                sub: Submission) -> None:
+                sub: Submission, provider: Provider) -> None:
         """One row for a failed attempt: unknown (held at its quote), billed, or free."""
         status: Status = "unknown" if err.unknown else "failed"
         billed = estimate.usd if (err.billed or err.unknown) else Decimal(0)
         why = None
+        if err.billed and err.billed_usd is not None:
+            billed = err.billed_usd  # the platform's own figure for the failed attempt
         if err.billed and sub.resume and (prior := self._billed_before(err.request_id, sub)):
             billed, why = Decimal(0), f"request {err.request_id} was already billed in ledger row {prior}"
-        self._record(request, key, status, estimate, billed, request_id=err.request_id, error=str(err)[:500], note=why)
+        self._record(request, key, status, estimate, billed, request_id=err.request_id, error=str(err)[:500], note=why,
+                     provider=provider)
         if not err.resumable:  # a request that may still finish stays journalled, to be resumed
             sub.retire()
 
@@ -343,10 +384,12 @@ class Gateway:
         row, nothing spent) when it does not fit what is left of the budgets."""
         misses, hits = [], 0
         for r in requests:
-            if self.store.lookup(r.key(self.provider.name)).state == "ok":
+            fitted, provider = self.route(r)
+            if self.store.lookup(fitted.key(provider.name)).state == "ok":
                 hits += 1
             else:
-                misses.append((r, self.quote(r).usd))
+                self.pricebook.usable(r.endpoint)
+                misses.append((r, self.quote(fitted).usd))
         plan = Preflight(sum((usd for _, usd in misses), Decimal(0)), misses, hits)
         if self.budget is not None and plan.usd > 0:
             try:
@@ -356,19 +399,22 @@ class Gateway:
                 first = misses[0][0]
                 self.ledger.append(LedgerRow(
                     time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=series, episode=episode,
-                    asset="preflight", item=what, reusable=False, provider=self.provider.name,
+                    asset="preflight", item=what, reusable=False, provider=self.route(first)[1].name,
                     endpoint=first.endpoint, request_key="", status="refused", billed_usd=Decimal(0),
                     list_usd=plan.usd, credits=plan.usd * self.pricebook.credits_per_usd, error=str(e)))
                 raise
         return plan
 
     def generate_many(self, requests: Iterable[GenerationRequest]) -> Iterator[GenerationResult]:
-        """Results in completion order, up to the provider's concurrency at once."""
+        """Results in completion order, each platform's requests up to its provider's concurrency at
+        once (``Providers.slot``)."""
         requests = list(requests)
-        if self.provider.concurrency <= 1 or len(requests) <= 1:
+        providers = {id(p): p for p in (self.route(r)[1] for r in requests)}.values()
+        workers = sum(p.concurrency for p in providers)
+        if workers <= 1 or len(requests) <= 1:
             yield from map(self.generate, requests)
             return
-        with ThreadPoolExecutor(max_workers=self.provider.concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(self.generate, r) for r in requests]
             try:
                 for f in as_completed(futures):
@@ -376,6 +422,21 @@ class Gateway:
             finally:
                 for f in futures:
                     f.cancel()
+
+
+def _size_note(request: GenerationRequest, out: Any) -> str | None:
+    """The result's size against the size asked for: priced from the result, noted when it differs
+    (by more than rounding, for endpoints that take an aspect ratio and choose the pixels)."""
+    try:
+        want = requested_pixels(request.arguments, None)
+    except (ImageSizeError, TypeError):
+        return None
+    got = (out.width, out.height)
+    if "image_size" in request.arguments:
+        return None if got == want else f"asked for {want[0]}x{want[1]}, got {got[0]}x{got[1]}"
+    if abs(got[0] / got[1] - want[0] / want[1]) <= 0.02 * want[0] / want[1]:
+        return None
+    return f"asked for {request.arguments.get('aspect_ratio')}, got {got[0]}x{got[1]}"
 
 
 def _join(*notes: str | None) -> str | None:

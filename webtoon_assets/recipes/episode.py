@@ -11,16 +11,17 @@ from webtoon_assets.recipes.requests import (background_request, character_reque
 from webtoon_assets.bible import Series
 from webtoon_assets.gateway import Gateway, GenerationRequest
 from webtoon_assets.manifests import ImageItem, Storyboard
-from webtoon_assets.sizes import size_pixels
+from webtoon_assets.sizes import requested_pixels
 
 
 def _planned(gw: Gateway, request: GenerationRequest) -> ImageItem:
-    key = request.key(gw.provider.name)
+    fitted, provider = gw.route(request)
+    key = fitted.key(provider.name)
     record = gw.store.get(key)
-    width, height = (record["width"], record["height"]) if record else size_pixels(request.arguments["image_size"])
+    width, height = (record["width"], record["height"]) if record else requested_pixels(fitted.arguments)
     return ImageItem(item=request.attribution.item, path="", store_path=str(gw.store.image_path(key)), key=key,
                      sha256=record["sha256"] if record else f"planned:{key}", status="planned",
-                     endpoint=request.endpoint, provider=gw.provider.name, width=width, height=height)
+                     endpoint=request.endpoint, provider=provider.name, width=width, height=height)
 
 
 def episode_requests(gw: Gateway, series: Series, episode: str, board: Storyboard) -> list[GenerationRequest]:

@@ -5,8 +5,8 @@ attaches the cost metadata; the provider is a resource of its own, so the UI sho
 from webtoon_assets.resources.data import DataRootResource
 from webtoon_assets.resources.gateway import GatewayResource, GenerationSession
 from webtoon_assets.resources.manifests_io import ManifestIOManager
-from webtoon_assets.resources.providers import (FalProviderResource, LocalProviderResource, ProviderResource,
-                                                provider_resource)
+from webtoon_assets.resources.providers import (FalProviderResource, LocalProviderResource,
+                                                OnlineProviderResource, ProviderResource, provider_resource)
 
 __all__ = ["DataRootResource", "FalProviderResource", "GatewayResource", "GenerationSession",
-           "LocalProviderResource", "ManifestIOManager", "ProviderResource", "provider_resource"]
+           "LocalProviderResource", "ManifestIOManager", "OnlineProviderResource", "ProviderResource", "provider_resource"]

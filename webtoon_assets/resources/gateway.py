@@ -32,7 +32,8 @@ from webtoon_assets.gateway.store import ImageStore
 from webtoon_assets.ledger import Ledger
 from webtoon_assets.manifests import ImageItem, ImageSet
 from webtoon_assets.paths import DataLayout
-from webtoon_assets.pricing import PriceBook, QuoteError, UnknownEndpoint, load_pricebook
+from webtoon_assets.pricing import PriceBook, QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
+from webtoon_assets.gateway.providers import NoProvider
 from webtoon_assets.resources.data import DataRootResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 from webtoon_assets.resources.providers import ProviderConfigError, ProviderResource
@@ -40,7 +41,8 @@ from webtoon_assets.temps import sweep_temp_files
 
 # What the gateway refuses with (a budget, a price, a failed generation, a bad input, a provider that
 # cannot start): a step failure that names the cause, never retried by Dagster (a retry pays again).
-REFUSALS = (BudgetExceeded, UnknownEndpoint, QuoteError, GenerationFailed, BibleError, ProviderConfigError)
+REFUSALS = (BudgetExceeded, UnknownEndpoint, RetiredEndpoint, QuoteError, GenerationFailed, BibleError,
+            ProviderConfigError, NoProvider)
 FINISHING_THREADS = 2  # publish, thumbnail and score results beside the requests in flight
 
 
@@ -101,7 +103,7 @@ class GatewayResource(ConfigurableResource):
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._gateway is not None:
-            self._gateway.provider.close()
+            self._gateway.providers.close()
             self._gateway.ledger.close()
             if self._gateway.budget is not None:
                 self._gateway.budget.close()
@@ -150,7 +152,8 @@ class GenerationSession:
 
     @property
     def provider(self) -> str:
-        return self.gateway.provider.name
+        """The run's providers: 'local' offline, else the platforms with a key ('bfl+fal')."""
+        return self.gateway.providers.names
 
     @property
     def pricebook(self) -> PriceBook:
@@ -168,13 +171,16 @@ class GenerationSession:
         return load_episode(self.layout, self.series(), self.episode)
 
     # -- money ---------------------------------------------------------------------------------------------
-    def preflight(self, requests: list[GenerationRequest], what: str, only_if_limited: bool = False
-                  ) -> Preflight | None:
+    def preflight(self, requests: list[GenerationRequest], what: str, only_if_limited: bool = False,
+                  budget_usd: Decimal | None = None) -> Preflight | None:
         """Quote everything not yet in the store; refuse it whole (nothing spent) if the budget cannot
-        cover it, rather than stop half-made when the money runs out."""
+        cover it, rather than stop half-made when the money runs out. ``budget_usd``: the cap of this
+        step's scope (the trial's), instead of the series' per-episode budget; every request is then
+        reserved against it too."""
         series, budget = self.series(), self.gateway.budget
         if budget is not None:
-            budget.set_episode_budget(series.id, self.episode, series.budget.per_episode_usd)
+            budget.set_episode_budget(series.id, self.episode,
+                                      budget_usd if budget_usd is not None else series.budget.per_episode_usd)
         if only_if_limited and (budget is None or not budget.limited(series.id, self.episode)):
             return None
         try:

@@ -20,6 +20,9 @@ class ProviderResult:
     billed: bool = False  # True when real money was charged (fal), False offline
     billable_units: Decimal | None = None  # as the provider reported them (fal: x-fal-billable-units)
     resumed: bool = False  # the result of a request accepted by an earlier attempt or run
+    # What the platform itself said this request cost (BFL's ``cost``, in dollars): when given, it is
+    # what the ledger bills; the price book's quote stays the row's list price, and reconcile compares.
+    billed_usd: Decimal | None = None
 
 
 @dataclass
@@ -35,11 +38,14 @@ class ProviderError(RuntimeError):
     """One failed attempt. ``retryable``: another attempt may succeed; ``billed``: the provider
     charged for this attempt anyway; ``nsfw``: retry with a new seed; ``unknown``: the request may
     or may not have been accepted and charged (never retried blind); ``resumable``: the provider
-    accepted the request and it may still finish, so keep its journal entry and resume it."""
+    accepted the request and it may still finish, so keep its journal entry and resume it;
+    ``billed_usd``: what the platform reported charging for it, billed instead of the quote."""
 
     def __init__(self, message: str, *, retryable: bool, billed: bool, request_id: str | None = None,
-                 nsfw: bool = False, unknown: bool = False, resumable: bool = False):
+                 nsfw: bool = False, unknown: bool = False, resumable: bool = False,
+                 billed_usd: Decimal | None = None):
         super().__init__(message)
+        self.billed_usd = billed_usd  # what the platform said the failed attempt cost (BFL's cost), if it said
         self.retryable = retryable
         self.billed = billed
         self.request_id = request_id

@@ -33,11 +33,13 @@ import fal_client
 import fal_client.client as fal_http
 from fal_client._headers import add_fal_app_context_headers
 import httpx
-from PIL import Image
 from pydantic import BaseModel, Field
 
 from webtoon_assets.files import write_text_atomic
 from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
+from webtoon_assets.gateway.providers.http import BadImage as _BadImage
+from webtoon_assets.gateway.providers.http import TooLarge as _TooLarge
+from webtoon_assets.gateway.providers.http import adownload_image
 from webtoon_assets.gateway.request import GenerationRequest, Reference
 from webtoon_assets.gateway.submissions import Submission
 
@@ -326,43 +328,8 @@ class FalProvider:
                             retryable=False, billed=True, request_id=request_id)
 
     async def _download_once(self, url: str, dest: Path) -> tuple[int, int]:
-        cap = self.settings.max_image_bytes
-        async with self._downloads.stream("GET", url) as response:
-            response.raise_for_status()
-            ctype = response.headers.get("content-type", "")
-            if not ctype.startswith("image/"):
-                raise _BadImage(f"content type {ctype!r} is not an image")
-            declared = int(response.headers.get("content-length") or 0)
-            if declared > cap:
-                raise _TooLarge(f"{declared} bytes is over the {cap}-byte cap")
-            size = 0
-            with open(dest, "wb") as f:
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        raise _TooLarge(f"more than the {cap}-byte cap")
-                    f.write(chunk)
-        return await asyncio.to_thread(self._check_image, dest)
-
-    def _check_image(self, path: Path) -> tuple[int, int]:
-        try:
-            try:
-                im = Image.open(path)  # reads the header only
-            except Image.DecompressionBombError as e:
-                raise _TooLarge(f"over the pixel cap (a decompression bomb): {e}") from None
-            with im:
-                w, h = im.size
-                if w * h > self.settings.max_image_pixels:
-                    raise _TooLarge(f"{w}x{h} px is over the {self.settings.max_image_pixels}-pixel cap "
-                                    "(a decompression bomb?)")
-                im.load()  # decodes every byte: a truncated or corrupt file fails here
-                if im.format != "PNG":  # the store keeps PNG
-                    im.save(path, format="PNG")
-                return w, h
-        except _TooLarge:
-            raise
-        except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for a bad file
-            raise _BadImage(f"Pillow cannot decode it ({type(e).__name__}: {e})") from None
+        return await adownload_image(self._downloads, url, dest, self.settings.max_image_bytes,
+                                     self.settings.max_image_pixels)
 
     # -- reference images ------------------------------------------------------------------------
     async def _reference_urls(self, request: GenerationRequest) -> list[str]:
@@ -397,14 +364,6 @@ class FalProvider:
         return fal_client.AsyncRequestHandle(request_id=known["request_id"], response_url=known["response_url"],
                                              status_url=known["status_url"], cancel_url=known["cancel_url"],
                                              client=client)
-
-
-class _BadImage(Exception):
-    pass
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _units(header: str | None) -> Decimal | None:

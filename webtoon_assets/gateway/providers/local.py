@@ -10,7 +10,7 @@ from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.submissions import Submission
 from webtoon_assets.preview.draw import render_preview
 from webtoon_assets.preview.hints import PreviewHints
-from webtoon_assets.sizes import size_pixels
+from webtoon_assets.sizes import requested_pixels
 
 
 class LocalProvider:
@@ -19,7 +19,7 @@ class LocalProvider:
 
     def generate(self, request: GenerationRequest, dest: Path, key: str = "",
                  submission: Submission | None = None) -> ProviderResult:
-        width, height = size_pixels(request.arguments.get("image_size", "square_hd"))
+        width, height = requested_pixels(request.arguments, "square_hd")  # pixels, or a ratio at a tier
         hints = request.preview or PreviewHints.plain(request.endpoint)
         plate = next((r.path for r in request.references if r.role.startswith("background:")), None)
         image = render_preview(hints, width, height, seed=request.arguments.get("seed", 0), backdrop=plate)
