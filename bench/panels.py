@@ -35,7 +35,8 @@ def time_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, st
 
     job = build_definitions(layout).resolve_job_def(f"{SERIES}__season")
     instance.add_dynamic_partitions(f"{SERIES}__episodes", ["bench"])
-    upstream = [AssetKey([SERIES, a]) for a in ("storyboard", "style_sheet", "character_sheets", "backgrounds")]
+    upstream = [AssetKey([SERIES, a]) for a in ("storyboard", "style_sheet", "character_sheets", "prop_sheets",
+                                                "backgrounds")]
     job.execute_in_process(instance=instance, partition_key="bench", asset_selection=upstream)
     before_panels()
     result = job.execute_in_process(instance=instance, partition_key="bench",

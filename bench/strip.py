@@ -61,8 +61,8 @@ def prepare(base: Path, panels: int) -> tuple[Path, Path]:
     with DagsterInstance.local_temp(str(home)) as instance:
         job = build_definitions(layout).resolve_job_def(f"{SERIES}__season")
         instance.add_dynamic_partitions(f"{SERIES}__episodes", [EPISODE])
-        upstream = [AssetKey([SERIES, a]) for a in ("storyboard", "style_sheet", "character_sheets", "backgrounds",
-                                                    "panels", "lettered_panels")]
+        upstream = [AssetKey([SERIES, a]) for a in ("storyboard", "style_sheet", "character_sheets", "prop_sheets",
+                                                    "backgrounds", "panels", "lettered_panels")]
         job.execute_in_process(instance=instance, partition_key=EPISODE, asset_selection=upstream)
     return layout.root, home
 

@@ -373,7 +373,7 @@ def cmd_quote(args: argparse.Namespace) -> int:
     return 0
 
 
-FAMILIES = ("storyboard", "style_sheet", "character_sheets", "backgrounds", "panels")
+FAMILIES = ("storyboard", "style_sheet", "character_sheets", "prop_sheets", "backgrounds", "panels")
 
 
 def cmd_quote_episode(args: argparse.Namespace) -> int:
@@ -487,8 +487,8 @@ def episode_quote(gw: Gateway, layout: DataLayout, series: Series, script: Episo
                 notes.append(f"panels: {made} is unreadable ({type(e).__name__}); not used")
         if episode is None and board is None:
             notes.append("panels: unknown until the storyboard is made from the prose (by the text model), so "
-                         "only the text request and the style sheet are quoted here; the character sheets, "
-                         "backgrounds and panels depend on its answer")
+                         "only the text request and the style sheet are quoted here; the character and prop "
+                         "sheets, backgrounds and panels depend on its answer")
     else:
         episode = script
     if episode is not None:

@@ -7,8 +7,13 @@ from pydantic import BaseModel, Field
 from webtoon_assets.bible.episode import DialogueLine, cast_in_order
 
 
+def sheet_id(character: str, outfit: str | None = None) -> str:
+    """A character sheet's item: the character's id in their default outfit, ``mira@raincoat`` in another."""
+    return character if outfit is None else f"{character}@{outfit}"
+
+
 class ImageItem(BaseModel):
-    item: str  # character id, location id, panel id, or "style"
+    item: str  # character sheet (sheet_id), prop, location or panel id, or "style"
     path: str  # readable copy under output/
     store_path: str
     key: str
@@ -19,6 +24,29 @@ class ImageItem(BaseModel):
     width: int
     height: int
     references: list[str] = Field(default_factory=list)
+    gate: PanelGate | None = None  # a panel under the consistency gate: its takes and the one kept
+
+
+class TakeRecord(BaseModel):
+    take: int  # 0: the panel as first asked; n: its n-th retake
+    seed: int | None
+    score: float  # its weakest character's consistency, 0-100
+    scores: dict[str, float]  # per character
+    status: str  # generated | cached
+    key: str
+
+
+class PanelGate(BaseModel):
+    """The consistency gate's record of one panel (series.yaml ``consistency``): every take tried and
+    the one published. ``passed``: the kept take is at or over the threshold."""
+
+    threshold: float
+    take: int  # the take kept (published as the panel)
+    seed: int | None
+    score: float
+    passed: bool
+    takes: list[TakeRecord]
+    stopped: str | None = None  # why retaking stopped short: a budget refusal, a failed retake
 
 
 class ImageSet(BaseModel):
@@ -51,6 +79,12 @@ class PanelPlan(BaseModel):
     aspect: str | dict[str, int]  # the image_size asked of the model
     prompt: str
     prompt_parts: dict[str, str]  # where each part of the prompt came from
+    props: list[str] = Field(default_factory=list)  # prop ids drawn in the panel (their sheets are references)
+    outfits: dict[str, str] = Field(default_factory=dict)  # character → outfit, for those not in their default
+
+    def sheet(self, character: str) -> str:
+        """The item of the character sheet this panel draws ``character`` from."""
+        return sheet_id(character, self.outfits.get(character))
 
 
 class Storyboard(BaseModel):
@@ -62,6 +96,24 @@ class Storyboard(BaseModel):
 
     def characters(self) -> list[str]:
         return cast_in_order(self.panels)
+
+    def sheets(self) -> list[tuple[str, str | None]]:
+        """(character, outfit or None for the default) of every sheet the episode needs, in order of first
+        appearance: each outfit a character is drawn in, and the default for one who is only heard.
+        Characters come in ``characters()``'s order (with one outfit each: the same list)."""
+        drawn = {c for p in self.panels for c in p.characters}
+        seen: dict[tuple[str, str | None], None] = {}
+        for p in self.panels:
+            for c in p.characters:
+                seen.setdefault((c, p.outfits.get(c)))
+            for d in p.dialogue:
+                if d.speaker not in drawn:
+                    seen.setdefault((d.speaker, None))
+        order = {c: i for i, c in enumerate(self.characters())}
+        return sorted(seen, key=lambda sheet: order[sheet[0]])  # stable: outfits in order of first appearance
+
+    def props(self) -> list[str]:
+        return list(dict.fromkeys(prop for p in self.panels for prop in p.props))
 
 
 class LetteredPanel(BaseModel):

@@ -116,3 +116,15 @@ def cost_sql(layout: DataLayout, query: str) -> list[tuple]:
         return con.execute(query).fetchall()
     finally:
         con.close()
+
+
+def expect_error(fn, *fragments: str):
+    """The BibleError ``fn`` raises, holding every fragment."""
+    from webtoon_assets.bible import BibleError
+
+    with pytest.raises(BibleError) as info:
+        fn()
+    text = str(info.value)
+    for f in fragments:
+        assert f in text, f"{f!r} not in:\n{text}"
+    return info.value

@@ -81,7 +81,15 @@ BUCKETS = {"minute": {"second": 0, "microsecond": 0}, "hour": {"minute": 0, "sec
            "day": {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}}  # usage time series, in UTC
 DEFAULT_PRICES = {"fal-ai/flux-2/flash": "0.005", "fal-ai/flux-2/flash/edit": "0.005",
                   "fal-ai/flux-2/turbo": "0.008", "fal-ai/flux-2/turbo/edit": "0.008",
-                  "fal-ai/flux-2": "0.012", "fal-ai/flux-2/edit": "0.012"}
+                  "fal-ai/flux-2": "0.012", "fal-ai/flux-2/edit": "0.012",
+                  "fal-ai/flux-2/lora": "0.012", "fal-ai/flux-2/lora/edit": "0.012",
+                  "fal-ai/flux-2-trainer": "0.0064"}  # the trainer per step
+TRAINER_ENDPOINTS = {"fal-ai/flux-2-trainer"}  # take image_data_url (a zip upload), bill per step, return a LoRA
+
+
+def lora_bytes(rid: str) -> bytes:
+    """The weights a fake training run returns: deterministic per request."""
+    return b"FAKE-SAFETENSORS:" + hashlib.sha256(rid.encode()).digest() * 64
 
 
 @dataclass
@@ -105,6 +113,8 @@ class Req:
         extra = int(self.faults["extra_units"].get("units", 1)) if "extra_units" in self.faults else 0
         if "system_prompt" in self.args:
             return 1 + extra
+        if self.endpoint in TRAINER_ENDPOINTS:
+            return int(self.args.get("steps", 1000)) + extra
         w, h = size_of(self.args)
         return megapixels(w, h) * int(self.args.get("num_images", 1)) + len(self.args.get("image_urls") or []) + extra
 
@@ -305,6 +315,13 @@ class Handler(JsonHandler):
                 if r.result_fetches == 0:
                     st.paid_by_prompt[r.args.get("prompt", "")] += 1
                 r.result_fetches += 1
+                if r.endpoint in TRAINER_ENDPOINTS:  # a training run: the LoRA's weights and its config
+                    size = len(lora_bytes(r.id))
+                    return self._send(200, {
+                        "diffusers_lora_file": {"url": f"{self._base()}/files/{r.id}-lora.safetensors",
+                                                "file_size": size, "content_type": "application/octet-stream"},
+                        "config_file": {"url": f"{self._base()}/files/{r.id}-config.json", "file_size": 2}},
+                        headers={"x-fal-billable-units": str(r.units()), "x-fal-request-id": r.id})
                 if "system_prompt" in r.args:  # a text model: fal-ai/any-llm answers {"output": ...}
                     return self._send(200, {"output": st.text_output, "partial": False, "error": None,
                                             "usage": {"prompt_tokens": len(r.args.get("prompt", "")) // 4,
@@ -333,6 +350,9 @@ class Handler(JsonHandler):
             r = st.requests.get(rid)
             if r is None:
                 return self._send(404, {"detail": "no file"})
+            if name.endswith(".safetensors"):
+                st.counts["lora_downloads"] += 1
+                return self._send(200, lora_bytes(rid), "application/octet-stream")
             if "oversized" in r.faults:
                 return self._send(200, bomb_png(), "image/png")
             if "gone" in r.faults:
@@ -504,7 +524,13 @@ class Handler(JsonHandler):
             if kind == "422":
                 return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "prompt is too long",
                                                     "type": "value_error"}]})
-        if "prompt" not in args:
+        if endpoint in TRAINER_ENDPOINTS:
+            with st.lock:
+                data = st.uploads.get(str(args.get("image_data_url", "")).rsplit("/", 1)[-1], b"")
+            if not data.startswith(b"PK"):
+                return self._send(422, {"detail": [{"loc": ["body", "image_data_url"], "msg": "expected the URL "
+                                                    "of an uploaded zip of images", "type": "value_error"}]})
+        elif "prompt" not in args:
             return self._send(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required",
                                                 "type": "value_error.missing"}]})
         rid = uuid.uuid4().hex
@@ -523,6 +549,10 @@ class Handler(JsonHandler):
             st.counts["submitted"] += 1
             st.counts[f"submitted:{endpoint}"] += 1
             st.counts["image_urls_received"] += len(args.get("image_urls") or [])
+            for lora in args.get("loras") or []:  # LoRA weights must be sent as uploaded files' URLs
+                st.counts["loras_received"] += 1
+                if str(lora.get("path", "")).rsplit("/", 1)[-1] in st.uploads:
+                    st.counts["loras_resolved"] += 1
             st.submissions_by_prompt[prompt] += 1
         if fault and fault["kind"] == "accept_drop":  # queued (and so billed), but the answer is lost
             return self._drop()

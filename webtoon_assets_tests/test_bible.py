@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from webtoon_assets.bible import BibleError, episode_ids, load_episode, load_series
-from webtoon_assets_tests.conftest import SAMPLE
+from webtoon_assets_tests.conftest import SAMPLE, expect_error
 
 
 def edit_series(layout, change) -> None:
@@ -17,15 +17,6 @@ def edit_series(layout, change) -> None:
     data = yaml.safe_load(path.read_text())
     change(data)
     path.write_text(yaml.safe_dump(data))
-
-
-def expect_error(fn, *fragments: str) -> BibleError:
-    with pytest.raises(BibleError) as info:
-        fn()
-    text = str(info.value)
-    for f in fragments:
-        assert f in text, f"{f!r} not in:\n{text}"
-    return info.value
 
 
 def test_sample_bible_is_valid(layout):

@@ -207,10 +207,11 @@ def test_the_whatif_in_the_tables_is_the_last_row_of_each_request_priced_row_by_
     for r in read_rows(layout.ledger_dir):
         if r.episode and r.status == "generated" and r.width and r.height:
             usage.setdefault((r.series, r.provider), {})[r.request_key] = r
-    want = sorted((s, p, m["model"], m["season_usd"], m["one_time_usd"], m["references_dropped"])
-                  for (s, p), used in usage.items() for m in platform_whatif(book, list(used.values())))
-    got = sorted(cost_sql(layout, "SELECT series, provider, model, season_usd, one_time_usd, references_dropped "
-                             "FROM _whatif_raw"))
+    want = sorted((s, p, m["model"], m["season_usd"], m["one_time_usd"], m["references_dropped"], packing)
+                  for (s, p), used in usage.items() for packing in ("none", "board")
+                  for m in platform_whatif(book, list(used.values()), packing=packing))
+    got = sorted(cost_sql(layout, "SELECT series, provider, model, season_usd, one_time_usd, references_dropped, "
+                                  "packing FROM _whatif_raw"))
     assert got == want and len(got) > 10
 
 

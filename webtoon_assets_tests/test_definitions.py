@@ -27,8 +27,9 @@ def test_dg_check_defs_loads_the_code_location(tmp_path: Path):
 def test_every_series_gets_its_assets_job_and_sensor(defs):
     keys = {"/".join(k.path) for k in defs.resolve_all_asset_keys()}
     assert keys == {f"lantern_street/{a}" for a in
-                    ("style_sheet", "character_sheets", "backgrounds", "storyboard", "panels", "lettered_panels",
-                     "episode_strip", "season_reader", "model_trial", "model_recommendation")} | {"cost_tables"}
+                    ("style_sheet", "character_sheets", "character_loras", "prop_sheets", "backgrounds", "storyboard", "panels",
+                     "lettered_panels", "episode_strip", "season_reader", "model_trial", "model_recommendation")} | {
+        "cost_tables"}
     assert defs.resolve_job_def("lantern_street__trial").partitions_def.get_partition_keys() == [
         "fal-ai__flux-2__flash__edit", "fal-ai__flux-2__edit", "bfl__flux-2-klein-9b", "bfl__flux-2-pro"]
     assert defs.resolve_job_def("lantern_street__season")

@@ -1,4 +1,4 @@
-"""The reusable artifacts: style sheet, character sheets, background plates.
+"""The reusable artifacts: style sheet, character sheets (one per outfit worn), prop sheets, background plates.
 
 Each is asked for per episode, but its request depends only on the bible, so an artifact made
 for one episode is a cache hit in every later one: an episode generates only what it introduces.
@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, DynamicPa
 
 from webtoon_assets.assets.partitions import GENERATION_POOL, episode_asset
 from webtoon_assets.manifests import ImageSet, Storyboard
-from webtoon_assets.recipes import background_request, character_request, style_request
+from webtoon_assets.recipes import background_request, character_request, prop_request, style_request
 from webtoon_assets.resources import GatewayResource
 
 
@@ -22,12 +22,21 @@ def artifact_assets(series_id: str, partitions: DynamicPartitionsDefinition) -> 
             return s.materialize_images("style_sheet", [style_request(s.series(), s.episode)])
 
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
-                   description="A reference sheet per character appearing in the episode.")
+                   description="A reference sheet per character appearing in the episode, one per outfit worn "
+                               "(mira; mira@raincoat).")
     def character_sheets(context: AssetExecutionContext, gateway: GatewayResource,
                          storyboard: Storyboard) -> MaterializeResult[ImageSet]:
         with gateway.session(context) as s:
-            return s.materialize_images("character_sheets", [character_request(s.series(), s.episode, c)
-                                                             for c in storyboard.characters()])
+            return s.materialize_images("character_sheets", [character_request(s.series(), s.episode, c, outfit)
+                                                             for c, outfit in storyboard.sheets()])
+
+    @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
+                   description="A reference sheet per prop drawn in the episode (series.yaml props, [props=...]).")
+    def prop_sheets(context: AssetExecutionContext, gateway: GatewayResource,
+                    storyboard: Storyboard) -> MaterializeResult[ImageSet]:
+        with gateway.session(context) as s:
+            return s.materialize_images("prop_sheets", [prop_request(s.series(), s.episode, p)
+                                                        for p in storyboard.props()])
 
     @episode_asset(series_id, partitions, kinds={"image"}, pool=GENERATION_POOL,
                    description="A background plate per location used in the episode.")
@@ -38,4 +47,4 @@ def artifact_assets(series_id: str, partitions: DynamicPartitionsDefinition) -> 
             return s.materialize_images("backgrounds", [background_request(s.series(), s.episode, loc)
                                                         for loc in locations])
 
-    return [style_sheet, character_sheets, backgrounds]
+    return [style_sheet, character_sheets, prop_sheets, backgrounds]

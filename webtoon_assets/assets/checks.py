@@ -14,7 +14,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSev
 from webtoon_assets.bible import BibleError, Series, load_series
 from webtoon_assets.costs import refresh_cost_tables
 from webtoon_assets.costs.sql import literal
-from webtoon_assets.consistency import make_scorer
+from webtoon_assets.consistency import Scorer, make_scorer
 from webtoon_assets.manifests import ImageSet, Storyboard
 from webtoon_assets.paths import DataLayout
 
@@ -32,7 +32,8 @@ def episode_check_spec(name: str, partitions: PartitionsDefinition, **kwargs) ->
 
 def consistency_spec(series_id: str, partitions: PartitionsDefinition) -> AssetCheckSpec:
     return episode_check_spec(CONSISTENCY_CHECK, partitions, asset=AssetKey([series_id, "panels"]),
-                              description="each panel's characters against their sheets (series.yaml trial.scorer)")
+                              description="each panel's characters against their sheets (series.yaml consistency.scorer, "
+                                          "else trial.scorer; the kept takes under consistency.gate)")
 
 
 def cost_check(series_id: str, partitions: PartitionsDefinition) -> AssetChecksDefinition:
@@ -89,36 +90,59 @@ def episode_cost_result(layout: DataLayout, series: Series, episode: str) -> Ass
                   "target_per_panel_usd": float(target)})
 
 
+def scorer_kind(series: Series) -> str:
+    """The scorer of the consistency check and gate: series.yaml ``consistency.scorer``, else
+    ``trial.scorer``, except the paid vision judge, used on episodes only where consistency.scorer
+    asks for it (a paid judge on every panel of every episode costs more than the check is worth)."""
+    if series.consistency.scorer is not None:
+        return series.consistency.scorer
+    return series.trial.scorer if series.trial.scorer != "vision-judge" else "palette-structure"
+
+
 class ConsistencyScores:
     """Scores each panel's characters against their sheets as the panel arrives (called while later
     panels are still being made), then reports the check. Preview stand-ins (the offline ``local``
     provider) are not scored: they show nothing a model drew, so the check says they were not measured
     and passes rather than warning on a number that means nothing."""
 
-    def __init__(self, series: Series, board: Storyboard, sheets: ImageSet):
+    def __init__(self, series: Series, board: Storyboard, sheets: ImageSet, scorer: Scorer | None = None):
+        """``scorer``: the series' (``scorer_kind``); the vision judge must be given (it needs the gateway)."""
         self.series, self.episode = series, board.episode
         self.plans, self.sheets = {p.id: p for p in board.panels}, sheets.by_item()
-        kind = series.trial.scorer if series.trial.scorer != "vision-judge" else "palette-structure"
-        self.scorer = make_scorer(kind)  # a paid judge on every panel of every episode would cost too much
+        kind = scorer_kind(series)
+        self.scorer = scorer or make_scorer(kind if kind != "vision-judge" else "palette-structure")
+        self.scorer_name = self.scorer.name  # of the scores reported (the gate's judge, when it records them)
         self.scores: dict[tuple[str, str], float] = {}
         self.stand_ins: list[str] = []  # panels made by the preview renderer: not measured
 
     def add(self, panel_id: str, path: Path, provider: str) -> None:
-        plan = self.plans[panel_id]
         if provider == "local":
             self.stand_ins.append(panel_id)
             return
+        self.record(panel_id, self.score(panel_id, path))
+
+    def score(self, panel_id: str, path: Path, scorer: Scorer | None = None) -> dict[str, float]:
+        """Each of the panel's characters, cropped by their place in the PANEL line, against the front
+        view of their sheet: character id -> 0-100 (the consistency gate scores its takes so too)."""
+        plan, scorer = self.plans[panel_id], scorer or self.scorer
         n = len(plan.characters)
+        out = {}
         for i, cid in enumerate(plan.characters):
-            self.scores[(panel_id, cid)] = self.scorer.score(Path(self.sheets[cid].path), path,
-                                                             reference_box=SHEET_BAND, candidate_box=(i / n, (i + 1) / n))
+            sheet = self.sheets[plan.sheet(cid)]  # the sheet of the outfit the panel draws them in
+            out[cid] = scorer.score(Path(sheet.path), path, reference_box=SHEET_BAND, candidate_box=(i / n, (i + 1) / n))
+        return out
+
+    def record(self, panel_id: str, scores: dict[str, float]) -> None:
+        """A panel's scores as the check reports them (the take the consistency gate kept)."""
+        for cid, value in scores.items():
+            self.scores[(panel_id, cid)] = value
 
     def result(self) -> AssetCheckResult:
-        threshold = self.series.trial.thresholds.acceptable
+        threshold = self.series.consistency.threshold_for(self.series.trial.thresholds)
         low = [f"{pid} {cid} {s:.0f}%" for (pid, cid), s in sorted(self.scores.items()) if s < threshold]
         values = list(self.scores.values())
         measured = bool(values) or not self.stand_ins
-        meta = {"measured": measured, "panels_not_measured": len(self.stand_ins), "scorer": self.scorer.name}
+        meta = {"measured": measured, "panels_not_measured": len(self.stand_ins), "scorer": self.scorer_name}
         if not measured:
             return AssetCheckResult(
                 check_name=CONSISTENCY_CHECK, passed=True, severity=AssetCheckSeverity.WARN,
@@ -128,8 +152,8 @@ class ConsistencyScores:
         skipped = (f"; {len(self.stand_ins)} preview stand-in panel(s) not measured" if self.stand_ins else "")
         return AssetCheckResult(
             check_name=CONSISTENCY_CHECK, passed=not low, severity=AssetCheckSeverity.WARN,
-            description=f"{self.episode}: " + ((f"under {threshold:g}% ({self.scorer.name}): " + ", ".join(low)) if low
-                                               else f"every character at or over {threshold:g}% ({self.scorer.name})")
+            description=f"{self.episode}: " + ((f"under {threshold:g}% ({self.scorer_name}): " + ", ".join(low)) if low
+                                               else f"every character at or over {threshold:g}% ({self.scorer_name})")
                         + skipped,
             metadata={**meta, "mean_consistency": round(sum(values) / len(values), 2) if values else 100.0,
                       "min_consistency": round(min(values, default=100.0), 2),

@@ -49,8 +49,9 @@ def storyboard_asset(series_id: str, partitions: DynamicPartitionsDefinition) ->
             quote = s.preflight(episode_requests(s.gateway, series, episode.id, board), f"episode {episode.id}")
             rows = ["| # | panel | shot | camera | aspect | width | characters | location | pace | gutter | lines |",
                     "|---|---|---|---|---|---|---|---|---|---|---|"]
+            drawn = {p.id: [*map(p.sheet, p.characters), *(f"prop:{x}" for x in p.props)] for p in board.panels}
             rows += [f"| {p.order} | {p.id} | {p.shot} | {p.camera} | {p.aspect} | {p.width} {p.align} | "
-                     f"{', '.join(p.characters) or '-'} | {p.location} | {p.pace} | {p.gutter} | "
+                     f"{', '.join(drawn[p.id]) or '-'} | {p.location} | {p.pace} | {p.gutter} | "
                      f"{len(p.dialogue) + len(p.captions) + len(p.sfx)} |" for p in board.panels]
             context.log.info(f"storyboard {episode.id}: {len(board.panels)} panels in {len(episode.scenes)} scenes")
             return s.materialize(board, {
@@ -58,6 +59,7 @@ def storyboard_asset(series_id: str, partitions: DynamicPartitionsDefinition) ->
                 "scenes": len(episode.scenes),
                 "characters": MetadataValue.text(", ".join(board.characters())),
                 "locations": MetadataValue.text(", ".join(episode.locations())),
+                **({"props": MetadataValue.text(", ".join(board.props()))} if board.props() else {}),
                 "script": MetadataValue.path(str(script_path(s.layout, series.id, episode.id))),
                 "plan": MetadataValue.md("\n".join(rows)),
                 "to_make_usd": float(quote.usd),  # what making the rest of the episode costs now, at list price

@@ -6,24 +6,30 @@ generation goes through the gateway, so the trial's own spend is in the ledger. 
 recommends a model from every trial made so far, by the study's decision tree: the
 model_recommendation asset, downstream of every candidate's trial."""
 
+import hashlib
+import io
 import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, Failure,
                      MaterializeResult, MetadataValue, StaticPartitionsDefinition, asset)
 
+from webtoon_assets.assets.loras import series_lora_cost
 from webtoon_assets.bible import Episode, Series, episode_ids, load_episode
 from webtoon_assets.consistency import make_scorer
 from webtoon_assets.consistency.decision import Candidate, recommend, verdict
-from webtoon_assets.files import write_text_atomic
+from webtoon_assets.consistency.gate import RetakeEstimate, retake_estimate
+from webtoon_assets.files import write_bytes_atomic, write_text_atomic
 from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, quote
 from webtoon_assets.resources import DataRootResource, GatewayResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 from webtoon_assets.sizes import size_pixels
+from webtoon_assets.compose.pack import Packing, pack_references, plan_packs, planned as planned_packs
 from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
 
@@ -58,16 +64,21 @@ def text_endpoint(book: PriceBook, endpoint: str) -> str:
                 endpoint)
 
 
-def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: list[Episode]) -> Decimal:
+def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: list[Episode],
+                   packing: Packing = "none") -> Decimal:
     """The candidate's average price over every planned panel of the series: each panel's size, and
-    its character sheets, background and style as references at the series' sheet sizes, fitted to
-    the endpoint as the gateway would send them (the references it reads, the size it takes)."""
+    its character sheets, background and style as references at the series' sheet sizes (packed as
+    ``packing`` says), fitted to the endpoint as the gateway would send them (the references it
+    reads, the size it takes)."""
     entry = book.entry(endpoint)
     m = series.models
     sheet, plate, style = (size_pixels(f.image_size) for f in (m.character_sheets, m.backgrounds, m.style_sheet))
 
     def price(size: Any, characters: int) -> Decimal:
         refs = ([sheet] * characters + [plate, style])[: m.panels.max_references]
+        stand_ins = [Reference(role=f"character:{i}" if i < characters else f"setting:{i}", path="", sha256="",
+                               width=w, height=h) for i, (w, h) in enumerate(refs)]
+        refs = [(r.width, r.height) if isinstance(r, Reference) else r.size for r in plan_packs(stand_ins, packing)]
         args, refs = entry.fit({"image_size": size, "num_images": 1}, refs)
         request = {**args, **({"image_urls": ["ref"] * len(refs),
                                 "input_image_sizes": [{"width": w, "height": h} for w, h in refs]} if refs else {})}
@@ -77,6 +88,18 @@ def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: lis
     if not prices:  # no scripts yet: one portrait panel with one character
         prices = [price("portrait_4_3", 1)]
     return sum(prices, Decimal(0)) / len(prices)
+
+
+def _blank(folder: Path, size: tuple[int, int], role: str) -> Reference:
+    """A white stand-in of ``size``: a board cell the trial leaves empty, made once."""
+    path = folder / f"blank-{size[0]}x{size[1]}.png"
+    if not path.is_file():
+        buf = io.BytesIO()
+        Image.new("RGB", size, (255, 255, 255)).save(buf, format="PNG")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buf.getvalue())
+    return Reference(role=role, path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                     width=size[0], height=size[1])
 
 
 def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition:
@@ -132,28 +155,57 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                                  sha256=made["sha256"], width=made["width"], height=made["height"]) if made else
                        Reference(role=f"character:{cid}", path="", sha256="planned:trial-base", width=planned_w,
                                  height=planned_h))
-            s.preflight([base_request, *variation_requests(planned)], f"model trial of {endpoint}",
-                        budget_usd=t.budget_usd)
+            # With the series' reference packing, the same variations again with the base packed as a panel's
+            # board would hold it (beside its background and style: blank stand-ins here), so the trial
+            # measures what packing's smaller sheets do to consistency.
+            packing = series.models.panels.pack_references if entry.max_references else "none"
+            blanks = [_blank(s.layout.store / "packed", size_pixels(f.image_size), role)
+                      for f, role in ((series.models.backgrounds, "background:blank"), (series.models.style_sheet, "style"))]
+
+            def packed_requests(base_ref: Reference, packs: list[Reference]) -> list[GenerationRequest]:
+                return [r.model_copy(update={"references": packs, "attribution": who(f"packed-v{i + 1}")})
+                        for i, r in enumerate(variation_requests(base_ref))] if packing != "none" else []
+
+            s.preflight([base_request, *variation_requests(planned),
+                         *packed_requests(planned, planned_packs([planned, *blanks], packing))],
+                        f"model trial of {endpoint}", budget_usd=t.budget_usd)
             base = s.generate(base_request)
             ref = Reference(role=f"character:{cid}", path=str(base.path), sha256=base.sha256, width=base.width,
                             height=base.height)
             variations = list(s.generate_many(variation_requests(ref)))
+            packed = list(s.generate_many(packed_requests(ref, pack_references([ref, *blanks], packing,
+                                                                               s.layout.store / "packed"))))
             try:
                 scorer = make_scorer(t.scorer, s.gateway, t.judge.endpoint, t.judge.arguments, who("judge"))
                 scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path)
                           for v in variations}
+                packed_scores = {v.request.attribution.item.rsplit(":", 1)[1]: scorer.score(base.path, v.path)
+                                 for v in packed}
             except ValueError as e:
                 raise Failure(description=f"trial of {endpoint}: {e}", allow_retries=False) from e
             consistency = round(sum(scores.values()) / len(scores), 2)
+            consistency_packed = round(sum(packed_scores.values()) / len(packed_scores), 2) if packed_scores else None
             # offline, the scores compare preview stand-ins: not a measurement
             measured = all(r.provider != "local" for r in [base, *variations])
             per_panel = cost_per_panel(book, endpoint, series, episodes)
-            spent = [base, *variations]
+            # under the consistency gate (series.yaml consistency), each variation is a take: the share
+            # under its threshold is the model's retake rate, and retakes are paid per accepted panel
+            retakes = trial_retakes(series, list(scores.values()))
+            per_accepted = retakes.cost_per_accepted(per_panel)
+            spent = [base, *variations, *packed]
             result = {
                 "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
                 "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
                 "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
                 "cost_per_panel_usd": str(per_panel),
+                # every reference counted, packed as each option would pack it; consistency with the series' packing
+                "cost_per_panel_lineup_usd": str(cost_per_panel(book, endpoint, series, episodes, "lineup")),
+                "cost_per_panel_board_usd": str(cost_per_panel(book, endpoint, series, episodes, "board")),
+                "packing": packing, "consistency_packed": consistency_packed, "packed_scores": packed_scores,
+                "gate_threshold": retakes.threshold, "max_retakes": retakes.max_retakes,
+                "retake_rate": retakes.retake_rate, "expected_takes": retakes.expected_takes,
+                "takes_per_accepted_panel": (None if per_accepted is None else round(retakes.takes_per_accepted, 6)),
+                "cost_per_accepted_panel_usd": None if per_accepted is None else str(per_accepted),
                 "trial_spent_usd": str(sum((r.billed_usd for r in spent), Decimal(0))),
                 "trial_quote_usd": str(sum((r.list_usd for r in spent if r.status == "generated"), Decimal(0))),
                 "provider": variations[0].provider if variations else base.provider, "measured": measured,
@@ -161,10 +213,15 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
             }
             write_text_atomic(out.with_suffix(".json"), json.dumps(result, indent=1))
             context.log.info(f"trial {endpoint}: consistency {consistency}% ({result['verdict']}), "
-                             f"${per_panel:.4f}/panel")
+                             f"${per_panel:.4f}/panel; {retakes.retake_rate:.0%} under the gate's "
+                             f"{retakes.threshold:g}%: " + (f"${per_accepted:.4f}/accepted panel" if per_accepted
+                                                            is not None else "no panel accepted"))
             table = "\n".join(["| variation | score |", "|---|---|"] + [f"| {k} | {v} |" for k, v in scores.items()])
             return s.materialize(metadata={
                 "consistency": consistency, "cost_per_panel_usd": float(per_panel), "verdict": result["verdict"],
+                "retake_rate": retakes.retake_rate,
+                "cost_per_accepted_panel_usd": (float(per_accepted) if per_accepted is not None
+                                                else "none accepted (every take under the gate)"),
                 "scorer": scorer.name, "scores": MetadataValue.md(table),
                 "preview": MetadataValue.md(contact_sheet_md([thumbnail(base.path),
                                                               *(thumbnail(v.path) for v in variations)])),
@@ -180,16 +237,21 @@ def model_recommendation_asset(series_id: str) -> AssetsDefinition:
     def model_recommendation(context: AssetExecutionContext, data: DataRootResource) -> MaterializeResult:
         layout, series = data.layout, data.series(series_id)
         trials = load_trials(layout, series_id)
+        # the retake estimates under the series' gate as it is set now (from each trial's scores)
         rec = recommend([Candidate(r["endpoint"], r["model"], Decimal(r["cost_per_panel_usd"]), r["consistency"],
                                    measured=r.get("measured", r.get("provider") != "local"),
-                                   platform=r.get("platform", "fal")) for r in trials],
-                        series.trial.thresholds, series.budget.target_per_panel_usd)
+                                   platform=r.get("platform", "fal"),
+                                   retakes=trial_retakes(series, list(r["scores"].values())) if r.get("scores")
+                                   else None) for r in trials],
+                        series.trial.thresholds, series.budget.target_per_panel_usd,
+                        gate=series.consistency.gate is not False, lora=series_lora_cost(layout, series))
         write_text_atomic(trial_dir(layout, series_id) / "recommendation.json", json.dumps(rec.__dict__, indent=1))
         context.log.info(f"recommendation from {len(trials)} trial(s): {rec.action} {rec.model or ''}")
-        rows = ["| platform | model | endpoint | $/panel | consistency | verdict | trial spent |",
-                "|---|---|---|---|---|---|---|"] + [
+        rows = ["| platform | model | endpoint | $/panel | consistency | verdict | retake rate | $/accepted panel "
+                "| trial spent |", "|---|---|---|---|---|---|---|---|---|"] + [
             f"| {r.get('platform', 'fal')} | {r['model']} | `{r['endpoint']}` | ${Decimal(r['cost_per_panel_usd']):.4f} | "
-            f"{r['consistency']}% | {r['verdict']} | ${Decimal(r.get('trial_spent_usd', '0')):.4f} |"
+            f"{r['consistency']}% | {r['verdict']} | {_rate(r)} | {_per_accepted(r)} | "
+            f"${Decimal(r.get('trial_spent_usd', '0')):.4f} |"
             for r in sorted(trials, key=lambda r: Decimal(r["cost_per_panel_usd"]))]
         return MaterializeResult(metadata={
             "recommendation": MetadataValue.md(f"**{rec.action}** {rec.model or ''}"
@@ -199,6 +261,24 @@ def model_recommendation_asset(series_id: str) -> AssetsDefinition:
         })
 
     return model_recommendation
+
+
+def trial_retakes(series: Series, scores: list[float]) -> RetakeEstimate:
+    """A model's retake rate and takes per accepted panel under the series' consistency gate (its
+    threshold, default trial.thresholds.acceptable, and max_retakes), from its trial's scores."""
+    gate = series.consistency
+    return retake_estimate(scores, gate.threshold_for(series.trial.thresholds), gate.max_retakes)
+
+
+def _rate(trial: dict) -> str:
+    return "-" if trial.get("retake_rate") is None else f"{trial['retake_rate']:.0%}"
+
+
+def _per_accepted(trial: dict) -> str:
+    if trial.get("retake_rate") is None:  # a trial made before the estimate
+        return "-"
+    usd = trial.get("cost_per_accepted_panel_usd")
+    return "none accepted" if usd is None else f"${Decimal(usd):.4f}"
 
 
 def load_trials(layout: DataLayout, series_id: str) -> list[dict]:

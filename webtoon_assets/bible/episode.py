@@ -40,12 +40,15 @@ class Panel(Strict):
     width: Width | None = None
     aspect: str | None = None  # an image_size preset
     camera: Camera | None = None
+    props: list[Slug] = Field(default_factory=list, description="props drawn in the panel, by id")
+    outfits: dict[Slug, Slug] = Field(default_factory=dict, description="character → outfit, over the scene's")
 
 
 class Scene(Strict):
     number: int = Field(ge=1)
     location: Slug
     description: str = ""
+    outfits: dict[Slug, Slug] = Field(default_factory=dict, description="character → outfit, over the default")
     panels: list[Panel] = Field(min_length=1)
 
 
@@ -85,3 +88,6 @@ class Episode(Strict):
 
     def locations(self) -> list[str]:
         return list(dict.fromkeys(s.location for s in self.scenes))
+
+    def props(self) -> list[str]:
+        return list(dict.fromkeys(p for panel in self.panels for p in panel.props))

@@ -78,8 +78,11 @@ def model_problems(series: Series, book: PricedEndpoints, lines: Lines | None = 
     def at(*key: str) -> str:
         return f"line {lines[key]}: " if key in lines else ""
 
-    models = [(("models", family), m.endpoint, m.arguments) for family, m in series.models]
-    if series.trial.scorer == "vision-judge":
+    models = [(("models", family), m.endpoint, m.arguments) for family, m in series.models if family != "loras"]
+    if series.models.loras.train:  # the trainer and the LoRA panel endpoint must be priced too
+        loras = series.models.loras
+        models += [(("models", "loras", "trainer"), loras.trainer, {}), (("models", "loras"), loras.endpoint, {})]
+    if "vision-judge" in (series.trial.scorer, series.consistency.scorer):  # the trial's, or the gate's
         models.append((("trial", "judge"), series.trial.judge.endpoint, series.trial.judge.arguments))
     problems = []
     for i, endpoint in enumerate(series.trial.candidates):

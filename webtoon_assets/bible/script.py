@@ -3,7 +3,7 @@
     Title: The Lantern Shop
     # a comment
 
-    SCENE lantern_shop: Night. Rain on the windows.
+    SCENE lantern_shop [outfit=mira:raincoat]: Night. Rain on the windows.
 
     PANEL wide: mira, tomas [take=2, gutter=200, pace=pause, width=inset, aspect=square_hd, camera=low]
     Mira shoulders the door open.          <- action (any other line)
@@ -12,8 +12,15 @@
     CAPTION: Three days after the storm.
     SFX: CREEAK
 
+    PANEL close-up: mira [props=letter, bell, outfit=mira:courier]
+    Mira holds up the letter; the bell rings.
+
+A list option (``props=``, ``outfit=``) takes its values separated by commas, up to the next
+``key=``; an outfit is ``character:outfit``. A scene's outfits hold for its panels; a panel's for
+itself; a character's default outfit everywhere else.
+
 The parser only shapes text into fields; every value is then checked by the pydantic
-models and against the series (known characters and locations), with the line number.
+models and against the series (known characters, locations, props and outfits), with the line number.
 
 A script whose header says ``Format: prose`` is prose (everything after the header); the
 storyboard turns it into panels. ``Take: N`` in its header asks for a new conversion.
@@ -33,7 +40,7 @@ from webtoon_assets.bible.models import Series
 from webtoon_assets.bible.yaml_strict import read_text
 from webtoon_assets.sizes import IMAGE_SIZE_PRESETS
 
-SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?::\s*(?P<desc>.*))?$")
+SCENE_RE = re.compile(r"^SCENE\s+(?P<loc>[^:\[]+?)\s*(?:\[(?P<opts>[^\]]*)\])?\s*(?::\s*(?P<desc>.*))?$")
 PANEL_RE = re.compile(r"^PANEL\s+(?P<shot>[^:\[]+?)\s*(?::\s*(?P<cast>[^\[]*?))?\s*(?:\[(?P<opts>[^\]]*)\])?\s*$")
 LINE_RE = re.compile(r"^(?P<who>[A-Z][A-Z0-9_ .'-]*?)\s*(?:\((?P<kind>[a-zA-Z ]+)\))?\s*:\s*(?P<text>.*)$")
 HEADER_RE = re.compile(r"^(?P<key>[A-Za-z]+)\s*:\s*(?P<value>.*)$")
@@ -44,6 +51,23 @@ PANEL_OPTIONS: dict[str, tuple[str, ...] | None] = {  # None: a whole number
     "aspect": tuple(IMAGE_SIZE_PRESETS),
     "camera": ("eye", "low", "high", "bird", "worm", "dutch"),
 }
+# Options whose value is a list, checked against the series: values separated by commas, up to the next key=.
+LIST_OPTIONS = {"props": "prop ids or names", "outfit": "character:outfit pairs (e.g. outfit=mira:raincoat)"}
+SCENE_OPTIONS = ("outfit",)
+
+
+def split_options(text: str | None) -> list[tuple[str, str, str]]:
+    """``[a=1, props=x, y, b=2]`` → (key, value, as written) per option; a piece with no ``=`` after a
+    list option is one more of its values."""
+    out: list[tuple[str, str, str]] = []
+    for piece in filter(None, (o.strip() for o in (text or "").split(","))):
+        key, eq, value = (x.strip() for x in piece.partition("="))
+        if not eq and out and out[-1][0] in LIST_OPTIONS:
+            k, v, written = out[-1]
+            out[-1] = (k, f"{v},{piece}", f"{written}, {piece}")
+        else:
+            out.append((key, value, piece))
+    return out
 
 
 def parse_script(path: Path, series: Series, episode_id: str) -> Episode | ProseScript:
@@ -104,6 +128,34 @@ def parse_script_text(text: str, where: str, series: Series, episode_id: str) ->
             )
         return cid
 
+    def outfit_choices(value: str, opt: str, lineno: int, where: str, into: dict[str, str],
+                       cast: list[str] | None) -> None:
+        """``mira:raincoat,juno:uniform`` into ``into``; on a panel, each character must be in its cast."""
+        pairs = [v.strip() for v in value.split(",") if v.strip()]
+        if not pairs:
+            problems.append(f"line {lineno}: {where} option {opt!r}: outfit expects {LIST_OPTIONS['outfit']}, "
+                            "several separated by commas")
+        for pair in pairs:
+            who, _, outfit = (x.strip() for x in pair.partition(":"))
+            if pair.count(":") != 1 or not who or not outfit:
+                problems.append(f"line {lineno}: {where}.outfit: expected character:outfit (e.g. mira:raincoat), got "
+                                f"{pair!r}; several are separated by commas (outfit=mira:raincoat, juno:uniform)")
+                continue
+            cid = character_id(who, lineno, f"{where}.outfit")
+            if cid is None:
+                continue
+            wardrobe = series.characters[cid].wardrobe()
+            if outfit not in wardrobe:
+                problems.append(f"line {lineno}: {where}.outfit: unknown outfit {outfit!r} for {cid}; expected one of "
+                                f"{list(wardrobe)} (series.yaml characters.{cid}.outfits)")
+            elif cid in into:
+                problems.append(f"line {lineno}: {where}.outfit: {cid}'s outfit is given twice; expected one")
+            elif cast is not None and cid not in cast:
+                problems.append(f"line {lineno}: {where}.outfit: {cid} is not in the PANEL line; expected one of its "
+                                f"characters {cast} (a scene's outfit=... holds for all its panels)")
+            else:
+                into[cid] = outfit
+
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -114,7 +166,14 @@ def parse_script_text(text: str, where: str, series: Series, episode_id: str) ->
                 problems.append(
                     f"line {lineno}: scene.location: unknown location {loc!r}; expected one of {sorted(series.locations)}"
                 )
-            scenes.append({"number": len(scenes) + 1, "location": loc, "description": m["desc"] or "", "panels": []})
+            scenes.append({"number": len(scenes) + 1, "location": loc, "description": m["desc"] or "", "panels": [],
+                           "outfits": {}})
+            for key, value, opt in split_options(m["opts"]):
+                if key not in SCENE_OPTIONS:
+                    problems.append(f"line {lineno}: scene option {opt!r}: expected one of {list(SCENE_OPTIONS)} as "
+                                    "key=value (SCENE <location> [outfit=mira:raincoat]: description)")
+                    continue
+                outfit_choices(value, opt, lineno, "scene", scenes[-1]["outfits"], None)
             panel = None
             continue
         if line.startswith("PANEL"):
@@ -131,11 +190,27 @@ def parse_script_text(text: str, where: str, series: Series, episode_id: str) ->
             cast = [character_id(c, lineno, "panel.characters") for c in (m["cast"] or "").split(",") if c.strip()]
             number = sum(len(s["panels"]) for s in scenes) + 1
             panel = {"id": f"p{number:02d}", "line": lineno, "shot": shot, "characters": [c for c in cast if c],
-                     "action": "", "dialogue": [], "captions": [], "sfx": []}
-            for opt in filter(None, (o.strip() for o in (m["opts"] or "").split(","))):
-                key, _, value = (x.strip() for x in opt.partition("="))
+                     "action": "", "dialogue": [], "captions": [], "sfx": [], "props": [], "outfits": {}}
+            for key, value, opt in split_options(m["opts"]):
+                if key == "props":
+                    named = [v.strip() for v in value.split(",") if v.strip()]
+                    if not named:
+                        problems.append(f"line {lineno}: panel option {opt!r}: props expects {LIST_OPTIONS['props']}, "
+                                        "separated by commas")
+                    for token in named:
+                        if (pid := series.prop_id(token)) is None:
+                            known = (f"expected one of {sorted(series.props)}" if series.props else
+                                     "the series has none: add it under props: in series.yaml")
+                            problems.append(f"line {lineno}: panel.props: unknown prop {token!r}; {known}")
+                        elif pid not in panel["props"]:
+                            panel["props"].append(pid)
+                    continue
+                if key == "outfit":
+                    outfit_choices(value, opt, lineno, "panel", panel["outfits"], panel["characters"])
+                    continue
                 if key not in PANEL_OPTIONS:
-                    problems.append(f"line {lineno}: panel option {opt!r}: expected one of {list(PANEL_OPTIONS)} as key=value")
+                    problems.append(f"line {lineno}: panel option {opt!r}: expected one of "
+                                    f"{[*PANEL_OPTIONS, *LIST_OPTIONS]} as key=value")
                     continue
                 allowed = PANEL_OPTIONS[key]
                 if (allowed is None and not value.isdigit()) or (allowed is not None and value not in allowed):

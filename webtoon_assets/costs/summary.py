@@ -40,6 +40,13 @@ def season_summary(db: Path, series: str) -> str:
                              "all: platform_whatif):")
                 for rank, platform, model, per_panel, ten in cheapest:
                     lines.append(f"    {rank}. {platform:<10} {model:<34} ${per_panel:.4f}/panel, 10 episodes ${ten:.2f}")
+            packed = con.execute("SELECT platform, model, per_panel_usd, ten_episode_usd FROM platform_whatif_packed "
+                                 f"WHERE series = {literal(series)} AND usage_from = {literal(provider)} "
+                                 "AND rank = 1").fetchone()
+            if packed:
+                lines.append(f"  with each panel's references packed into one image (pack_references: board): "
+                             f"{packed[0]} {packed[1]} ${packed[2]:.4f}/panel, 10 episodes ${packed[3]:.2f} "
+                             "(all: platform_whatif_packed)")
         return "\n".join(lines) or f"{series}: nothing generated yet"
     finally:
         con.close()

@@ -597,9 +597,11 @@ def _whatif(con: duckdb.DuckDBPyConnection, book: PriceBook, episodes: list[tupl
     for (series, provider), used in usage.items():
         eps = produced.get((series, provider), [])
         n_panels = sum(panels.get((series, e), 0) for e in eps)
-        for m in platform_whatif(book, used, quotes):
-            out.append((series, provider, len(eps), n_panels, m["platform"], m["model"], m["endpoints"],
-                        m["max_references"], str(m["season_usd"]), str(m["one_time_usd"]), m["references_dropped"]))
+        for packing in ("none", "board"):  # as made, and with every panel's references packed into one image
+            for m in platform_whatif(book, used, quotes, packing):
+                out.append((series, provider, len(eps), n_panels, m["platform"], m["model"], m["endpoints"],
+                            m["max_references"], str(m["season_usd"]), str(m["one_time_usd"]), m["references_dropped"],
+                            packing))
     return out
 
 
@@ -640,7 +642,13 @@ def _trials(layout: DataLayout) -> tuple[list[tuple], list[tuple]]:
 
 
 TRIAL_COLUMNS = ["series", "model", "platform", "endpoint", "cost_per_panel_usd", "consistency", "verdict", "scorer",
-                 "variations", "character", "trial_spent_usd", "trial_quote_usd", "provider"]
+                 "variations", "character", "trial_spent_usd", "trial_quote_usd", "provider",
+                 # under the consistency gate (series.yaml consistency): the share of takes under its threshold,
+                 # and the takes and dollars per accepted panel (NULL: none accepted, or a trial made before)
+                 "retake_rate", "takes_per_accepted_panel", "cost_per_accepted_panel_usd",
+                 # every reference counted, packed each way (models.panels.pack_references); and the consistency
+                 # of variations made with the base packed as the series packs it (NULL: it does not)
+                 "cost_per_panel_lineup_usd", "cost_per_panel_board_usd", "packing", "consistency_packed"]
 _SMALL_TABLES = f"""
     CREATE TABLE ledger_problems (file VARCHAR, line INTEGER, reason VARCHAR);
     CREATE TABLE series_info (series VARCHAR, title VARCHAR, planned_episodes INTEGER,
@@ -648,10 +656,13 @@ _SMALL_TABLES = f"""
     CREATE TABLE episodes (series VARCHAR, episode VARCHAR, title VARCHAR, panels INTEGER);
     CREATE TABLE _whatif_raw (series VARCHAR, provider VARCHAR, episodes INTEGER, panels INTEGER, platform VARCHAR,
       model VARCHAR, endpoints VARCHAR, max_references INTEGER, season_usd {MONEY}, one_time_usd {MONEY},
-      references_dropped INTEGER);
+      references_dropped INTEGER, packing VARCHAR);
     CREATE TABLE _trials (series VARCHAR, model VARCHAR, platform VARCHAR, endpoint VARCHAR,
       cost_per_panel_usd DECIMAL(18,6), consistency DOUBLE, verdict VARCHAR, scorer VARCHAR, variations INTEGER,
-      character VARCHAR, trial_spent_usd {MONEY}, trial_quote_usd {MONEY}, provider VARCHAR);
+      character VARCHAR, trial_spent_usd {MONEY}, trial_quote_usd {MONEY}, provider VARCHAR, retake_rate DOUBLE,
+      takes_per_accepted_panel DOUBLE, cost_per_accepted_panel_usd DECIMAL(18,6),
+      cost_per_panel_lineup_usd DECIMAL(18,6), cost_per_panel_board_usd DECIMAL(18,6), packing VARCHAR,
+      consistency_packed DOUBLE);
     CREATE TABLE model_recommendation (series VARCHAR, action VARCHAR, endpoint VARCHAR, model VARCHAR,
       reason VARCHAR, platform VARCHAR);
     CREATE TABLE reconciliation (run_id VARCHAR, checked_at TIMESTAMPTZ, source VARCHAR, endpoint VARCHAR,
@@ -753,9 +764,11 @@ def _build(con: duckdb.DuckDBPyConnection, layout: DataLayout, log: Callable[[st
     _insert(con, "episodes", side.episode_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "INTEGER"])
     _insert(con, "_whatif_raw", _whatif(con, side.book, side.episode_rows),
             ["VARCHAR", "VARCHAR", "INTEGER", "INTEGER", "VARCHAR", "VARCHAR", "VARCHAR", "INTEGER", MONEY, MONEY,
-             "INTEGER"])
+             "INTEGER", "VARCHAR"])
     _insert(con, "_trials", side.trials, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DECIMAL(18,6)", "DOUBLE",
-                                          "VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", MONEY, MONEY, "VARCHAR"])
+                                          "VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", MONEY, MONEY, "VARCHAR",
+                                          "DOUBLE", "DOUBLE", "DECIMAL(18,6)", "DECIMAL(18,6)", "DECIMAL(18,6)",
+                                          "VARCHAR", "DOUBLE"])
     _insert(con, "model_recommendation", side.recs, ["VARCHAR"] * 6)
     _insert(con, "reconciliation", side.reconciliation, _RECONCILIATION_TYPES)
     con.execute(SQL_VIEWS.read_text())

@@ -136,7 +136,7 @@ ORDER BY per.series, per.provider, ns.episodes;
 -- 10-episode total (one-time artifacts once, plus 10 times the per-episode rest). `rank` (1, 2, 3, ...)
 -- is only for models that take every reference image the panels send; a model that would drop
 -- references is cheaper but not comparable: its `rank` is NULL. `rank_all` ranks every model.
-CREATE VIEW platform_whatif AS
+CREATE VIEW _whatif_ranked AS
 WITH w AS (
     SELECT w.*, s.target_per_panel_usd,
            CAST(w.one_time_usd + 10 * (w.season_usd - w.one_time_usd) / nullif(w.episodes, 0) AS DECIMAL(18,6))
@@ -145,21 +145,34 @@ WITH w AS (
 )
 SELECT series, provider AS usage_from,
        CASE WHEN references_dropped = 0 THEN
-           row_number() OVER (PARTITION BY series, provider, references_dropped = 0
+           row_number() OVER (PARTITION BY series, provider, packing, references_dropped = 0
                               ORDER BY ten_episode_usd, season_usd, model, platform) END AS rank,
-       row_number() OVER (PARTITION BY series, provider ORDER BY ten_episode_usd, season_usd, model, platform)
+       row_number() OVER (PARTITION BY series, provider, packing ORDER BY ten_episode_usd, season_usd, model, platform)
            AS rank_all,
        platform, model, episodes, panels, season_usd,
        CAST(season_usd / nullif(panels, 0) AS DECIMAL(18,6)) AS per_panel_usd,
        ten_episode_usd,
        season_usd / nullif(panels, 0) <= target_per_panel_usd AS meets_target,
-       max_references, references_dropped, endpoints
-FROM w
+       max_references, references_dropped, endpoints, packing
+FROM w;
+
+-- The season's usage re-priced on every image model, as made ...
+CREATE VIEW platform_whatif AS
+SELECT * EXCLUDE (packing) FROM _whatif_ranked WHERE packing = 'none'
+ORDER BY series, usage_from, rank NULLS LAST, rank_all;
+
+-- ... and with every panel's references packed into one image (models.panels.pack_references: board).
+CREATE VIEW platform_whatif_packed AS
+SELECT * EXCLUDE (packing) FROM _whatif_ranked WHERE packing = 'board'
 ORDER BY series, usage_from, rank NULLS LAST, rank_all;
 
 -- The model trial: one row per candidate tried, and the decision tree's recommendation.
+-- retake_rate: the share of its variations under the consistency gate's threshold; cost_per_accepted_panel_usd:
+-- cost_per_panel_usd x takes_per_accepted_panel (retakes paid in, takes independent, up to max_retakes).
 CREATE VIEW model_trials AS
-SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, scorer, variations,
+SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, retake_rate,
+       takes_per_accepted_panel, cost_per_accepted_panel_usd, cost_per_panel_lineup_usd, cost_per_panel_board_usd,
+       packing, consistency_packed, scorer, variations,
        character, trial_spent_usd, trial_quote_usd, provider
 FROM _trials ORDER BY series, cost_per_panel_usd;
 

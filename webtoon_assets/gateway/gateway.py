@@ -79,6 +79,25 @@ class TextResult:
 
 
 @dataclass(frozen=True)
+class FileResult:
+    """A file made through the gateway (a trained LoRA): stored content-addressed by its request key."""
+
+    request: GenerationRequest
+    key: str
+    path: Path
+    sha256: str
+    status: Status
+    provider: str
+    seconds: float
+    row: LedgerRow
+    record: dict[str, Any]
+
+    @property
+    def stand_in(self) -> bool:
+        return bool(self.record.get("stand_in"))
+
+
+@dataclass(frozen=True)
 class Preflight:
     """What making a set of requests would cost now: only what the store does not hold."""
 
@@ -274,6 +293,50 @@ class Gateway:
         row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0),
                            provider=provider)
         return TextResult(request, key, record["text"], "cached", time.monotonic() - started, row)
+
+    # -- files ---------------------------------------------------------------------------------------
+    def generate_file(self, request: GenerationRequest, suffix: str = ".safetensors") -> FileResult:
+        """The same path for a file result (a training run's weights): cached by key, budget-reserved,
+        journalled, a ledger row per attempt, stored with its record; a damaged copy is made again."""
+        started = time.monotonic()
+        request, provider = self.route(request)
+        key = request.key(provider.name)
+        note = None
+        found = self.store.lookup_file(key, suffix)
+        if found.state != "ok":
+            with self.store.lock(key):
+                found = self.store.lookup_file(key, suffix)
+                if found.state != "ok":
+                    if found.state in ("damaged", "unrecorded"):
+                        where = self.store.quarantine_file(key, suffix)
+                        note = f"stored copy {found.state} ({found.reason or 'no record'}); quarantined at {where}; made again"
+                        self.log(f"{request.attribution.asset} {request.attribution.item}: {note}")
+                    make = getattr(provider, "generate_file", None)
+                    if make is None:
+                        raise GenerationFailed(f"{provider.name} cannot make files ({request.endpoint})")
+                    self.pricebook.usable(request.endpoint)
+                    estimate = self.quote(request)
+                    with self.store.staging(key) as staged:
+                        out, row, record = self._attempts(
+                            request, key, estimate, provider, lambda r, sub: make(r, staged, key, sub),
+                            lambda out, final, billed, why: self._record(
+                                request, key, "generated", final, billed, request_id=out.request_id,
+                                billable_units=out.billable_units, provider=provider,
+                                note=_join(note, why, "offline stand-in file, not trained weights"
+                                           if out.stand_in else None)),
+                            on_recorded=lambda out, final, billed, attempt: self.store.commit_file(key, staged, {
+                                "provider": provider.name, "endpoint": request.endpoint,
+                                "arguments": request.arguments, "stand_in": out.stand_in,
+                                "training_data": request.training_data.model_dump() if request.training_data else None,
+                                "response": out.response, "provider_request_id": out.request_id,
+                                "run_id": self.run_id, "made_for": request.attribution.model_dump(),
+                                "created": time.time(), "billed_usd": str(billed), "list_usd": str(final.usd),
+                            }, suffix))
+                    return FileResult(request, key, self.store.file_path(key, suffix), record["sha256"], "generated",
+                                      provider.name, time.monotonic() - started, row, record)
+        row = self._record(request, key, "cached", self.quote(request), Decimal(0), provider=provider)
+        return FileResult(request, key, self.store.file_path(key, suffix), found.record["sha256"], "cached",
+                          provider.name, time.monotonic() - started, row, found.record)
 
     # -- attempts ------------------------------------------------------------------------------------
     def _attempts(self, request: GenerationRequest, key: str, estimate: Quote, provider: Provider,

@@ -35,11 +35,26 @@ class Attribution(BaseModel):
     reusable: bool = False  # a one-time artifact shared by episodes: amortised over the season
 
 
+class Lora(BaseModel):
+    """LoRA weights a request is made with (``loras: [{path, scale}]`` on fal): sent as an uploaded
+    file's URL; its content hash and scale, not its path or URL, enter the key."""
+
+    model_config = ConfigDict(frozen=True)
+    role: str = Field(description="whose weights, e.g. 'lora:mira'")
+    path: str
+    sha256: str
+    scale: float = 1.0
+
+
 class GenerationRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
     endpoint: str
     arguments: dict[str, Any]
     references: list[Reference] = Field(default_factory=list)
+    # A training request's data (a zip of images, sent as ``image_data_url``): not a reference image
+    # (never cut to max_references, never priced as input megapixels); its content hash is keyed.
+    training_data: Reference | None = None
+    loras: list[Lora] = Field(default_factory=list)
     preview: PreviewHints | None = None
     # A text request's answer offline: the asker makes it (a deterministic stand-in for the model, in
     # the model's answer format), and the local provider returns it as it is. It is made from the
@@ -62,6 +77,10 @@ class GenerationRequest(BaseModel):
             payload["preview"] = self.preview.model_dump(mode="json")
         if self.take != 1:
             payload["take"] = self.take
+        if self.training_data is not None:  # only when present: every other request keeps its key
+            payload["training_data"] = self.training_data.sha256
+        if self.loras:
+            payload["loras"] = [[lo.role, lo.sha256, lo.scale] for lo in self.loras]
         if provider == "local" and self.context is not None:
             payload["context"] = self.context
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

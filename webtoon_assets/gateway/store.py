@@ -64,7 +64,9 @@ class ImageStore:
         return found.record if found.state == "ok" else None
 
     def lookup(self, key: str) -> Lookup:
-        image, rec = self.image_path(key), self.record_path(key)
+        return self._lookup(key, self.image_path(key), self.record_path(key))
+
+    def _lookup(self, key: str, image: Path, rec: Path) -> Lookup:
         try:
             record = json.loads(rec.read_text())
             if not isinstance(record, dict) or "sha256" not in record:
@@ -88,12 +90,14 @@ class ImageStore:
 
     def quarantine(self, key: str) -> Path | None:
         """Move a damaged image aside (kept for inspection) so it is never served; its path, or None."""
-        image = self.image_path(key)
-        if not image.exists():
+        return self._quarantine(self.image_path(key), key, ".png")
+
+    def _quarantine(self, src: Path, key: str, suffix: str) -> Path | None:
+        if not src.exists():
             return None
-        dest = self.root / "quarantine" / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.png"
+        dest = self.root / "quarantine" / f"{key}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}{suffix}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(image, dest)
+        os.replace(src, dest)
         return dest
 
     @contextmanager
@@ -124,6 +128,30 @@ class ImageStore:
         write_text_atomic(self.record_path(key), json.dumps(record, indent=1, sort_keys=True, default=str),
                           durable=True)
         return record
+
+    # File results (a trained LoRA's weights): ``files/ab/<key>.<suffix>`` with a record under
+    # ``file_records/``, checked whole on every lookup like an image.
+    def file_path(self, key: str, suffix: str = ".safetensors") -> Path:
+        return self.root / "files" / key[:2] / f"{key}{suffix}"
+
+    def file_record_path(self, key: str) -> Path:
+        return self.root / "file_records" / key[:2] / f"{key}.json"
+
+    def lookup_file(self, key: str, suffix: str = ".safetensors") -> Lookup:
+        return self._lookup(key, self.file_path(key, suffix), self.file_record_path(key))
+
+    def commit_file(self, key: str, staged: Path, record: dict[str, Any], suffix: str = ".safetensors"
+                    ) -> dict[str, Any]:
+        record = {**record, "key": key, "sha256": sha256_file(staged), "bytes": staged.stat().st_size}
+        dest = self.file_path(key, suffix)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, dest)
+        write_text_atomic(self.file_record_path(key), json.dumps(record, indent=1, sort_keys=True, default=str),
+                          durable=True)
+        return record
+
+    def quarantine_file(self, key: str, suffix: str = ".safetensors") -> Path | None:
+        return self._quarantine(self.file_path(key, suffix), key, suffix)
 
     # Text results (a model's answer) are records without an image.
     def text_path(self, key: str) -> Path:

@@ -130,6 +130,16 @@ def render_preview(hints: PreviewHints, width: int, height: int, seed: int | Non
         n = 3  # turnaround: front, three-quarter, side
         for i in range(n):
             _figure(draw, hints.figures[0], width * (i + 0.5) / n, height * 0.93, height * 0.78)
+    elif hints.kind == "prop":
+        n = 3  # the object from the front, three-quarter and side: a labelled shape in its colours
+        fig = hints.figures[0]
+        for i in range(n):
+            cx, w = width * (i + 0.5) / n, width / n * (0.6 - 0.12 * i)
+            draw.rounded_rectangle((cx - w / 2, height * 0.3, cx + w / 2, height * 0.7), radius=w * 0.2,
+                                   fill=fig.palette[0], outline="black", width=4)
+            draw.ellipse((cx - w / 5, height * 0.42, cx + w / 5, height * 0.58), fill=fig.palette[-1], outline="black",
+                         width=2)
+        _label(draw, (width / 2, height * 0.2), fig.name, max(14, height // 16))
     else:  # panel
         if backdrop is None:
             _scenery(draw, rng, palette, width, height)

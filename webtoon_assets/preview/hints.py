@@ -19,7 +19,7 @@ class PreviewHints(BaseModel):
     """What the offline renderer draws. Only the local provider reads these (and keys on them)."""
 
     model_config = ConfigDict(frozen=True)
-    kind: Literal["style", "character", "background", "panel"]
+    kind: Literal["style", "character", "prop", "background", "panel"]
     title: str
     palette: list[str]
     figures: list[Figure] = Field(default_factory=list)

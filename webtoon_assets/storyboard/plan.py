@@ -5,6 +5,9 @@ Gutters carry pacing in a vertical scroll (at 800 px width): ~50 px rapid action
 ~200 a pause, 400+ a scene change. Defaults: a scene's last panel before another scene is a
 scene change; the episode's last panel is a pause; a panel with sound effects and no words is
 rapid action; a panel with no text at all is a pause; everything else is normal.
+
+What is drawn: each character in the outfit the panel, else its scene, else the character's default
+names ([outfit=mira:raincoat]), and the panel's props ([props=letter]); each is sent as its sheet.
 """
 
 from __future__ import annotations
@@ -32,9 +35,26 @@ def style_clause(series: Series) -> str:
     return f"Style: {s.description}; {s.line}; {s.rendering}; palette {', '.join(s.palette)}."
 
 
-def character_clause(series: Series, cid: str) -> str:
+def character_clause(series: Series, cid: str, outfit: str | None = None) -> str:
+    """The character as drawn: their look and the outfit worn (None: their default outfit)."""
     c = series.characters[cid]
-    return f"{c.name}: {c.look}; wearing {c.outfit}"
+    return f"{c.name}: {c.look}; wearing {c.outfit_description(outfit)}"
+
+
+def prop_clause(series: Series, pid: str) -> str:
+    p = series.props[pid]
+    return f"{p.name}: {p.look}"
+
+
+def outfits_worn(series: Series, scene: Scene, panel: Panel) -> dict[str, str]:
+    """Character → outfit for the panel's characters not in their default outfit: the panel's choice,
+    else the scene's, else the character's default."""
+    worn = {}
+    for c in panel.characters:
+        outfit = panel.outfits.get(c) or scene.outfits.get(c)
+        if outfit is not None and outfit != series.characters[c].default_outfit_id:
+            worn[c] = outfit
+    return worn
 
 
 def default_pace(panel: Panel, last_in_scene: bool, last_scene: bool) -> str:
@@ -55,12 +75,16 @@ def pace_of_gutter(gutter: int) -> str:
 def prompt_parts(series: Series, scene: Scene, panel: Panel, camera: str) -> dict[str, str]:
     """Everything that goes into the panel's prompt, by source: shown in the storyboard."""
     loc = series.locations[scene.location]
+    worn = outfits_worn(series, scene, panel)
     parts = {
         "shot": f"Webtoon panel, {panel.shot} shot, {CAMERA_WORDS[camera]} camera.",
         "setting": f"Setting: {loc.name}, {loc.description}." + (f" {scene.description}" if scene.description else ""),
         "action": f"Action: {panel.action}" if panel.action else "",
-        "characters": (f"Characters, left to right: {'; '.join(character_clause(series, c) for c in panel.characters)}. "
+        "characters": (f"Characters, left to right: "
+                       f"{'; '.join(character_clause(series, c, worn.get(c)) for c in panel.characters)}. "
                        "Keep each character exactly as in their reference sheet.") if panel.characters else "",
+        "props": (f"Props: {'; '.join(prop_clause(series, p) for p in panel.props)}. "
+                  "Keep each prop exactly as in its reference sheet.") if panel.props else "",
         "style": style_clause(series),
         "no_text": NO_TEXT,
     }
@@ -92,5 +116,6 @@ def plan_storyboard(series: Series, episode: Episode) -> list[PanelPlan]:
                 width=width, align=align,
                 aspect=aspect if isinstance(aspect, str) else aspect.model_dump(),
                 prompt=" ".join(parts.values()), prompt_parts=parts,
+                props=panel.props, outfits=outfits_worn(series, scene, panel),
             ))
     return plans

@@ -34,6 +34,18 @@ class ProviderText:
     resumed: bool = False
 
 
+@dataclass
+class ProviderFile:
+    """A file result (a trained LoRA's weights), written to the gateway's staging path."""
+
+    response: dict[str, Any] = field(default_factory=dict)
+    request_id: str | None = None
+    billed: bool = False
+    billable_units: Decimal | None = None
+    resumed: bool = False
+    stand_in: bool = False  # offline: a deterministic placeholder, not a trained file
+
+
 class ProviderError(RuntimeError):
     """One failed attempt. ``retryable``: another attempt may succeed; ``billed``: the provider
     charged for this attempt anyway; ``nsfw``: retry with a new seed; ``unknown``: the request may

@@ -36,11 +36,11 @@ import httpx
 from pydantic import BaseModel, Field
 
 from webtoon_assets.files import write_text_atomic
-from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
+from webtoon_assets.gateway.providers.base import ProviderError, ProviderFile, ProviderResult, ProviderText
 from webtoon_assets.gateway.providers.http import BadImage as _BadImage
 from webtoon_assets.gateway.providers.http import TooLarge as _TooLarge
 from webtoon_assets.gateway.providers.http import adownload_image
-from webtoon_assets.gateway.request import GenerationRequest, Reference
+from webtoon_assets.gateway.request import GenerationRequest, Lora, Reference
 from webtoon_assets.gateway.submissions import Submission
 
 
@@ -57,6 +57,7 @@ class FalSettings(BaseModel):
     upload_ttl_seconds: float = 24 * 3600
     max_image_bytes: int = 50 * 1024 * 1024
     max_image_pixels: int = 64 * 1024 * 1024
+    max_file_bytes: int = Field(2 * 1024 ** 3, description="a file result's cap (a FLUX.2 LoRA: hundreds of MB)")
     fetch_attempts: int = Field(3, ge=1, description="tries to read a finished result or download an image")
 
     @property
@@ -132,6 +133,9 @@ class FalProvider:
     def generate_text(self, request: GenerationRequest, key: str, submission: Submission) -> ProviderText:
         return self._run(self._generate_text(request, submission))
 
+    def generate_file(self, request: GenerationRequest, dest: Path, key: str, submission: Submission) -> ProviderFile:
+        return self._run(self._generate_file(request, dest, submission))
+
     def refetch(self, request: GenerationRequest, record: dict[str, Any], dest: Path) -> bool:
         """Download the stored image's result file again (fal keeps it about a week): free."""
         images = (record.get("response") or {}).get("images") or []
@@ -183,6 +187,10 @@ class FalProvider:
         args = dict(request.arguments)
         if request.references:
             args["image_urls"] = await self._reference_urls(request)
+        if request.loras:  # each LoRA file uploaded once per content hash; fal reads its URL
+            urls = await asyncio.gather(*(self._reference_url(lo, "application/octet-stream", ".safetensors")
+                                          for lo in request.loras))
+            args["loras"] = [{"path": url, "scale": lo.scale} for url, lo in zip(urls, request.loras)]
         handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
         result, units = await self._result(handle)
         images = result.get("images") or []
@@ -197,6 +205,49 @@ class FalProvider:
         response = {k: v for k, v in result.items() if k != "prompt"}
         return ProviderResult(width=width, height=height, response=response, request_id=handle.request_id,
                               billed=True, billable_units=units, resumed=resumed)
+
+    async def _generate_file(self, request: GenerationRequest, dest: Path, submission: Submission) -> ProviderFile:
+        """A training request: the zip uploaded and sent as ``image_data_url``; the trained weights
+        (``diffusers_lora_file``) downloaded at once, under the file byte cap."""
+        args = dict(request.arguments)
+        if request.training_data is not None:
+            args["image_data_url"] = await self._reference_url(request.training_data, "application/zip", ".zip")
+        handle, resumed = await self._on_fal_until_done(request.endpoint, args, submission)
+        result, units = await self._result(handle)
+        lora = result.get("diffusers_lora_file") or {}
+        if not isinstance(lora, dict) or not lora.get("url"):
+            raise ProviderError(f"fal returned no diffusers_lora_file for request {handle.request_id}",
+                                retryable=False, billed=True, request_id=handle.request_id)
+        await self._download_file(lora["url"], dest, handle.request_id)
+        return ProviderFile(response=result, request_id=handle.request_id, billed=True, billable_units=units,
+                            resumed=resumed)
+
+    async def _download_file(self, url: str, dest: Path, request_id: str) -> None:
+        if self._downloads is None:
+            self._downloads = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=30.0))
+        last = ""
+        for attempt in range(self.settings.fetch_attempts):
+            try:
+                cap, size = self.settings.max_file_bytes, 0
+                async with self._downloads.stream("GET", url) as response:
+                    response.raise_for_status()
+                    if int(response.headers.get("content-length") or 0) > cap:
+                        raise _TooLarge(f"{response.headers['content-length']} bytes is over the {cap}-byte cap")
+                    with open(dest, "wb") as out:
+                        async for chunk in response.aiter_bytes():
+                            size += len(chunk)
+                            if size > cap:
+                                raise _TooLarge(f"more than the {cap}-byte cap")
+                            out.write(chunk)
+                return
+            except _TooLarge as e:
+                raise ProviderError(f"refused the file of fal request {request_id}: {e}", retryable=False,
+                                    billed=True, request_id=request_id) from None
+            except (httpx.TransportError, httpx.TimeoutException, httpx.HTTPStatusError) as e:
+                last = f"{type(e).__name__}: {e}"
+            await asyncio.sleep(min(2.0, 0.2 * 2 ** attempt))
+        raise ProviderError(f"could not download the file of fal request {request_id}: {last}",
+                            retryable=False, billed=True, request_id=request_id)
 
     async def _on_fal_until_done(self, endpoint: str, args: dict[str, Any], submission: Submission
                                  ) -> tuple[fal_client.AsyncRequestHandle, bool]:
@@ -337,8 +388,9 @@ class FalProvider:
         hash, under its lock), in the request's order."""
         return list(await asyncio.gather(*(self._reference_url(r) for r in request.references)))
 
-    async def _reference_url(self, ref: Reference) -> str:
-        if self.settings.references == "inline":
+    async def _reference_url(self, ref: Reference | Lora, content_type: str = "image/png",
+                             suffix: str = ".png") -> str:
+        if self.settings.references == "inline" and content_type == "image/png":
             if ref.sha256 not in self._inline:
                 self._inline[ref.sha256] = await asyncio.to_thread(fal_client.encode_file, ref.path)
             return self._inline[ref.sha256]
@@ -351,7 +403,7 @@ class FalProvider:
                     return known["url"]
             data = await asyncio.to_thread(Path(ref.path).read_bytes)
             try:
-                url = await self._client.upload(data, "image/png", file_name=f"{ref.sha256[:16]}.png")
+                url = await self._client.upload(data, content_type, file_name=f"{ref.sha256[:16]}{suffix}")
             except Exception as e:  # noqa: BLE001 - any upload failure stops this attempt, retryably
                 raise ProviderError(f"could not upload reference {ref.role}: {type(e).__name__}: {e}",
                                     retryable=True, billed=False) from None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from webtoon_assets.gateway.providers.base import ProviderError, ProviderResult, ProviderText
+from webtoon_assets.gateway.providers.base import ProviderError, ProviderFile, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.submissions import Submission
 from webtoon_assets.preview.draw import render_preview
@@ -41,6 +43,20 @@ class LocalProvider:
         text = request.stand_in
         return ProviderText(text=text, response={"output": text, "usage": {
             "prompt_tokens": len(request.arguments["prompt"]) // 4, "completion_tokens": len(text) // 4}})
+
+    def generate_file(self, request: GenerationRequest, dest: Path, key: str = "",
+                      submission: Submission | None = None) -> ProviderFile:
+        """Offline, a training request's result is a small deterministic stand-in file (not weights),
+        marked as such in its header and its response; the gateway prices it at the trainer's list price."""
+        header = {"stand_in": True, "note": "offline placeholder for a trained LoRA; not usable weights",
+                  "endpoint": request.endpoint, "key": key,
+                  "training_data": request.training_data.sha256 if request.training_data else None,
+                  "arguments": {k: v for k, v in request.arguments.items() if k != "image_data_url"}}
+        body = json.dumps(header, sort_keys=True, default=str).encode()
+        data = len(body).to_bytes(8, "little") + body + hashlib.sha256(body).digest()  # safetensors-shaped
+        dest.write_bytes(data)
+        return ProviderFile(response={"diffusers_lora_file": {"file_size": len(data), "stand_in": True}},
+                            stand_in=True)
 
     def refetch(self, request: GenerationRequest, record: dict[str, Any], dest: Path) -> bool:
         """The preview is deterministic: drawing it again gives the same file."""
