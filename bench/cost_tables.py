@@ -171,18 +171,25 @@ def _counted(m, expected: int, what: str) -> None:
         raise RuntimeError(f"{what}: {got} rows, expected {expected}: {m.stdout}")
 
 
+def _count_and_refresh(root: Path, ledger: Path, rows: int, built: str):
+    """DuckDB's own count of the ledger (the baseline), then the cost tables' refresh, which must
+    hold ``rows`` rows and have been built ``built`` (whole or incremental)."""
+    baseline = _child(["--duckdb-count", str(ledger)], ledger)
+    _counted(baseline, rows, "DuckDB counted")
+    measured = _child(["--refresh", str(root)], ledger)
+    _counted(measured, rows, "the cost tables hold")
+    if f"built: {built}" not in measured.stdout:
+        raise RuntimeError(f"the refresh was not {built}: {measured.stdout}")
+    return baseline, measured
+
+
 def measure(base: Path, rows: int = 1_000_160) -> list[Row]:
     from webtoon_assets.costs.tables import MEMORY_LIMIT
 
     root, size = fresh_root(base, rows)
     ledger = root / "ledger"
     db = root / "webtoon.duckdb"
-    baseline = _child(["--duckdb-count", str(ledger)], ledger)
-    _counted(baseline, rows, "DuckDB counted")
-    measured = _child(["--refresh", str(root)], ledger)
-    _counted(measured, rows, "the cost tables hold")
-    if "built: whole" not in measured.stdout:
-        raise RuntimeError(f"the first refresh was not a whole build: {measured.stdout}")
+    baseline, measured = _count_and_refresh(root, ledger, rows, "whole")
     whole_bytes = db.stat().st_size
     build = _child(["--duckdb-build", str(ledger), "--memory", MEMORY_LIMIT], ledger)
     sha = _child(["--duckdb-sha256", str(ledger)], ledger)
@@ -199,12 +206,7 @@ def measure(base: Path, rows: int = 1_000_160) -> list[Row]:
 
     added = run_adds(ledger)
     after = rows + 2 * RUN_ROWS
-    baseline = _child(["--duckdb-count", str(ledger)], ledger)
-    _counted(baseline, after, "DuckDB counted")
-    measured = _child(["--refresh", str(root)], ledger)
-    _counted(measured, after, "the cost tables hold")
-    if "built: incremental" not in measured.stdout:
-        raise RuntimeError(f"the refresh after the run was not incremental: {measured.stdout}")
+    baseline, measured = _count_and_refresh(root, ledger, after, "incremental")
     total = size + added
     run = Row(what=f"cost tables refresh after a run (+{RUN_ROWS} rows in a new file and +{RUN_ROWS} rows appended "
                    f"to an existing one) on a {rows:,}-row ledger",

@@ -23,10 +23,11 @@ def panels_asset(series_id: str, partitions: DynamicPartitionsDefinition) -> Ass
         with gateway.session(context) as s:
             series = s.series()
             style, chars, plates = style_sheet.items[0], character_sheets.by_item(), backgrounds.by_item()
+            props = prop_sheets.by_item()
             packs = s.layout.store / "packed"  # the references packed into fewer images, if the series asks
             loras = episode_loras(s.layout.output_dir(series.id, s.episode), series)
             requests = [with_loras(series, panel_request(series, s.episode, plan, packed_references(
-                series, panel_references(series, plan, style, chars, plates, prop_sheets.by_item()), packs)),
+                series, panel_references(series, plan, style, chars, plates, props), packs)),
                 plan, loras) for plan in storyboard.panels]
             # each panel scored as it lands; under series.yaml consistency.gate, retaken and the best take kept
             gate = ConsistencyGate(s, storyboard, character_sheets)

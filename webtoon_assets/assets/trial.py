@@ -24,6 +24,7 @@ from webtoon_assets.consistency.decision import Candidate, recommend, verdict
 from webtoon_assets.consistency.gate import RetakeEstimate, retake_estimate
 from webtoon_assets.files import write_bytes_atomic, write_text_atomic
 from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
+from webtoon_assets.manifests import PanelPlan
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, quote
 from webtoon_assets.resources import DataRootResource, GatewayResource
@@ -64,7 +65,7 @@ def text_endpoint(book: PriceBook, endpoint: str) -> str:
                 endpoint)
 
 
-def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: list[Episode],
+def cost_per_panel(book: PriceBook, endpoint: str, series: Series, plans: list[PanelPlan],
                    packing: Packing = "none") -> Decimal:
     """The candidate's average price over every planned panel of the series: each panel's size, and
     its character sheets, background and style as references at the series' sheet sizes (packed as
@@ -84,7 +85,7 @@ def cost_per_panel(book: PriceBook, endpoint: str, series: Series, episodes: lis
                                 "input_image_sizes": [{"width": w, "height": h} for w, h in refs]} if refs else {})}
         return quote(endpoint, request, book=book).usd
 
-    prices = [price(plan.aspect, len(plan.characters)) for ep in episodes for plan in plan_storyboard(series, ep)]
+    prices = [price(plan.aspect, len(plan.characters)) for plan in plans]
     if not prices:  # no scripts yet: one portrait panel with one character
         prices = [price("portrait_4_3", 1)]
     return sum(prices, Decimal(0)) / len(prices)
@@ -187,7 +188,8 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
             consistency_packed = round(sum(packed_scores.values()) / len(packed_scores), 2) if packed_scores else None
             # offline, the scores compare preview stand-ins: not a measurement
             measured = all(r.provider != "local" for r in [base, *variations])
-            per_panel = cost_per_panel(book, endpoint, series, episodes)
+            plans = [plan for ep in episodes for plan in plan_storyboard(series, ep)]  # every planned panel
+            per_panel = cost_per_panel(book, endpoint, series, plans)
             # under the consistency gate (series.yaml consistency), each variation is a take: the share
             # under its threshold is the model's retake rate, and retakes are paid per accepted panel
             retakes = trial_retakes(series, list(scores.values()))
@@ -199,8 +201,8 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                 "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
                 "cost_per_panel_usd": str(per_panel),
                 # every reference counted, packed as each option would pack it; consistency with the series' packing
-                "cost_per_panel_lineup_usd": str(cost_per_panel(book, endpoint, series, episodes, "lineup")),
-                "cost_per_panel_board_usd": str(cost_per_panel(book, endpoint, series, episodes, "board")),
+                "cost_per_panel_lineup_usd": str(cost_per_panel(book, endpoint, series, plans, "lineup")),
+                "cost_per_panel_board_usd": str(cost_per_panel(book, endpoint, series, plans, "board")),
                 "packing": packing, "consistency_packed": consistency_packed, "packed_scores": packed_scores,
                 "gate_threshold": retakes.threshold, "max_retakes": retakes.max_retakes,
                 "retake_rate": retakes.retake_rate, "expected_takes": retakes.expected_takes,

@@ -144,15 +144,21 @@ class Gateway:
         """The provider of requests that name no platform (offline: the renderer for every one)."""
         return self.providers.default
 
-    def route(self, request: GenerationRequest) -> tuple[GenerationRequest, Provider]:
+    def fit(self, request: GenerationRequest) -> GenerationRequest:
         """The request as its endpoint takes it (the price book's ``request:`` shape: sizes, the
-        references it reads, defaults), and the provider of the endpoint's platform. An unknown
-        endpoint, or a platform this run has no provider for, is refused here: before any spend."""
-        entry = self.pricebook.entry(request.endpoint)
-        arguments, references = entry.fit(request.arguments, request.references)
+        references it reads, defaults). An unknown endpoint is refused here: before any spend."""
+        arguments, references = self.pricebook.entry(request.endpoint).fit(request.arguments, request.references)
         if arguments != request.arguments or references != request.references:
             request = request.model_copy(update={"arguments": arguments, "references": references})
-        return request, self.providers.for_platform(entry.platform, request.endpoint)
+        return request
+
+    def provider_for(self, endpoint: str) -> Provider:
+        """The provider of the endpoint's platform; refused (NoProvider) when this run has none."""
+        return self.providers.for_platform(self.pricebook.entry(endpoint).platform, endpoint)
+
+    def route(self, request: GenerationRequest) -> tuple[GenerationRequest, Provider]:
+        """The request as its endpoint takes it, and the provider that makes it."""
+        return self.fit(request), self.provider_for(request.endpoint)
 
     def key(self, request: GenerationRequest) -> str:
         """The store key of ``request`` as it would be sent."""
@@ -161,8 +167,11 @@ class Gateway:
 
     def quote(self, request: GenerationRequest, response: dict[str, Any] | None = None) -> Quote:
         """The list price of ``request`` as its endpoint takes it."""
-        request = self.route(request)[0] if self.pricebook.has(request.endpoint) else request
-        return quote(request.endpoint, pricing_request(request), response, book=self.pricebook)
+        return self._price(self.fit(request) if self.pricebook.has(request.endpoint) else request, response)
+
+    def _price(self, fitted: GenerationRequest, response: dict[str, Any] | None = None) -> Quote:
+        """The list price of a request already fitted to its endpoint."""
+        return quote(fitted.endpoint, pricing_request(fitted), response, book=self.pricebook)
 
     def _record(self, request: GenerationRequest, key: str, status: Status, q: Quote, billed: Decimal,
                 width: int | None = None, height: int | None = None, request_id: str | None = None,
@@ -207,7 +216,7 @@ class Gateway:
                                      note=f"{note}; fetched again from {provider.name} at no charge")
                 note += "; made again"
             self.pricebook.usable(request.endpoint)  # a retired endpoint is refused before any spend
-            estimate = self.quote(request)  # unpriceable: fails before any spend
+            estimate = self._price(request)  # unpriceable: fails before any spend
             with self.store.staging(key) as staged:
                 out, row, record = self._attempts(
                     request, key, estimate, provider, lambda r, sub: provider.generate(r, staged, key, sub),
@@ -229,7 +238,7 @@ class Gateway:
 
     def _hit(self, request: GenerationRequest, key: str, record: dict, started: float, provider: Provider,
              note: str | None = None) -> GenerationResult:
-        row = self._record(request, key, "cached", self.quote(request), Decimal(0), record["width"], record["height"],
+        row = self._record(request, key, "cached", self._price(request), Decimal(0), record["width"], record["height"],
                            note=note, provider=provider)
         return GenerationResult(request, key, self.store.image_path(key), record["sha256"], "cached",
                                 record["width"], record["height"], provider.name,
@@ -279,7 +288,7 @@ class Gateway:
             with self.store.lock(key):
                 if (record := self.store.get_text(key)) is None:
                     self.pricebook.usable(request.endpoint)
-                    estimate = self.quote(request)
+                    estimate = self._price(request)
                     out, row, _ = self._attempts(
                         request, key, estimate, provider, lambda r, sub: provider.generate_text(r, key, sub),
                         lambda out, final, billed, why: self._record(request, key, "generated", final, billed,
@@ -290,7 +299,7 @@ class Gateway:
                             "response": out.response, "provider_request_id": out.request_id, "run_id": self.run_id,
                             "billed_usd": str(billed), "list_usd": str(final.usd)}))
                     return TextResult(request, key, out.text, "generated", time.monotonic() - started, row)
-        row = self._record(request, key, "cached", self.quote(request, record.get("response")), Decimal(0),
+        row = self._record(request, key, "cached", self._price(request, record.get("response")), Decimal(0),
                            provider=provider)
         return TextResult(request, key, record["text"], "cached", time.monotonic() - started, row)
 
@@ -315,7 +324,7 @@ class Gateway:
                     if make is None:
                         raise GenerationFailed(f"{provider.name} cannot make files ({request.endpoint})")
                     self.pricebook.usable(request.endpoint)
-                    estimate = self.quote(request)
+                    estimate = self._price(request)
                     with self.store.staging(key) as staged:
                         out, row, record = self._attempts(
                             request, key, estimate, provider, lambda r, sub: make(r, staged, key, sub),
@@ -334,7 +343,7 @@ class Gateway:
                             }, suffix))
                     return FileResult(request, key, self.store.file_path(key, suffix), record["sha256"], "generated",
                                       provider.name, time.monotonic() - started, row, record)
-        row = self._record(request, key, "cached", self.quote(request), Decimal(0), provider=provider)
+        row = self._record(request, key, "cached", self._price(request), Decimal(0), provider=provider)
         return FileResult(request, key, self.store.file_path(key, suffix), found.record["sha256"], "cached",
                           provider.name, time.monotonic() - started, row, found.record)
 
@@ -384,7 +393,7 @@ class Gateway:
                 raise GenerationFailed(
                     f"{who.asset} {who.item} of {who.series}/{who.episode} failed after {tries} attempt(s) on "
                     f"{request.endpoint}: {err}") from (e if not isinstance(e, ProviderError) else None)
-            final = self.quote(attempt, getattr(out, "response", None))
+            final = self._price(attempt, getattr(out, "response", None))
             billed = final.usd if out.billed else Decimal(0)
             why = None
             if out.billed and (reported := getattr(out, "billed_usd", None)) is not None:
@@ -452,7 +461,7 @@ class Gateway:
                 hits += 1
             else:
                 self.pricebook.usable(r.endpoint)
-                misses.append((r, self.quote(fitted).usd))
+                misses.append((r, self._price(fitted).usd))
         plan = Preflight(sum((usd for _, usd in misses), Decimal(0)), misses, hits)
         if self.budget is not None and plan.usd > 0:
             try:
@@ -462,7 +471,7 @@ class Gateway:
                 first = misses[0][0]
                 self.ledger.append(LedgerRow(
                     time=dt.datetime.now(dt.timezone.utc), run_id=self.run_id, series=series, episode=episode,
-                    asset="preflight", item=what, reusable=False, provider=self.route(first)[1].name,
+                    asset="preflight", item=what, reusable=False, provider=self.provider_for(first.endpoint).name,
                     endpoint=first.endpoint, request_key="", status="refused", billed_usd=Decimal(0),
                     list_usd=plan.usd, credits=plan.usd * self.pricebook.credits_per_usd, error=str(e)))
                 raise
@@ -472,7 +481,7 @@ class Gateway:
         """Results in completion order, each platform's requests up to its provider's concurrency at
         once (``Providers.slot``)."""
         requests = list(requests)
-        providers = {id(p): p for p in (self.route(r)[1] for r in requests)}.values()
+        providers = {id(p): p for p in (self.provider_for(r.endpoint) for r in requests)}.values()
         workers = sum(p.concurrency for p in providers)
         if workers <= 1 or len(requests) <= 1:
             yield from map(self.generate, requests)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from webtoon_assets.bible.errors import BibleError
 from webtoon_assets.bible.yaml_strict import load_yaml
@@ -50,13 +50,15 @@ class PriceBook(BaseModel):
     argument_schemas: dict[str, Schema] = Field(default_factory=dict)
     entries: list[PriceEntry]
 
+    _by_endpoint: dict[str, PriceEntry] = PrivateAttr(default_factory=dict)  # every request looks one up
+
     @model_validator(mode="after")
     def _unique(self) -> "PriceBook":
-        seen: set[str] = set()
+        seen = self._by_endpoint
         for e in self.entries:
             if e.endpoint in seen:
                 raise ValueError(f"endpoint {e.endpoint!r} is listed twice")
-            seen.add(e.endpoint)
+            seen[e.endpoint] = e
             if e.accepts is not None and e.accepts not in self.argument_schemas:
                 raise ValueError(f"{e.endpoint}: accepts {e.accepts!r} names no schema in argument_schemas; "
                                  f"expected one of {sorted(self.argument_schemas)}")
@@ -68,13 +70,13 @@ class PriceBook(BaseModel):
         return argument_problems(endpoint, self.argument_schemas.get(accepts or ""), arguments)
 
     def entry(self, endpoint: str) -> PriceEntry:
-        for e in self.entries:
-            if e.endpoint == endpoint:
-                return e
-        raise UnknownEndpoint(endpoint)
+        try:
+            return self._by_endpoint[endpoint]
+        except KeyError:
+            raise UnknownEndpoint(endpoint) from None
 
     def has(self, endpoint: str) -> bool:
-        return any(e.endpoint == endpoint for e in self.entries)
+        return endpoint in self._by_endpoint
 
     def endpoint_problem(self, endpoint: str, today: dt.date | None = None) -> str | None:
         """Why nothing new may be asked of ``endpoint`` (not in the book, or retired), or None."""

@@ -14,7 +14,8 @@ from dagster import ConfigurableResource, EnvVar
 from dagster._config.pythonic_config import PartialResource
 from pydantic import Field
 
-from webtoon_assets.gateway.providers import MODES, PLATFORM_KEYS, Provider, Providers, open_platform
+from webtoon_assets.gateway.providers import (MODES, PLATFORM_KEYS, Provider, Providers, chosen_mode,
+                                              keys_in_environment, open_platform)
 from webtoon_assets.gateway.providers.local import LocalProvider
 
 
@@ -112,8 +113,8 @@ def provider_resource(name: str = "") -> ProviderResource | PartialResource:
     ``online`` (``fal``, its older name): a provider per platform whose key is set. Unset: online
     when any platform key is set, else local. Online is configured at launch: a run's launchpad
     values are merged over these, and reach the gateway's providers too."""
-    present = {p: v for p, v in PLATFORM_KEYS.items() if os.environ.get(v)}
-    chosen = name or os.environ.get("WEBTOON_PROVIDER", "") or ("online" if present else "local")
+    present = {p: PLATFORM_KEYS[p] for p in keys_in_environment()}
+    chosen = chosen_mode(name, bool(present))
     if chosen == "local":
         return LocalProviderResource()
     if chosen in ("online", "fal"):

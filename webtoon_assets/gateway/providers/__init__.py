@@ -41,6 +41,11 @@ def keys_in_environment() -> dict[str, str]:
     return {p: os.environ[v] for p, v in PLATFORM_KEYS.items() if os.environ.get(v)}
 
 
+def chosen_mode(name: str, any_key: bool) -> str:
+    """``name``, else ``WEBTOON_PROVIDER``, else online when any platform key is set, else local."""
+    return name or os.environ.get("WEBTOON_PROVIDER", "") or ("online" if any_key else "local")
+
+
 def select_provider(name: str = "", fal_key: str | None = None, state_dir: Path | None = None) -> "Providers":
     """``name``, else ``WEBTOON_PROVIDER``: ``local`` makes offline previews for every platform;
     ``online`` (or ``fal``, its older name) a provider for each platform whose key is set. Unset,
@@ -48,7 +53,7 @@ def select_provider(name: str = "", fal_key: str | None = None, state_dir: Path 
     keys = keys_in_environment()
     if fal_key:
         keys["fal"] = fal_key
-    chosen = name or os.environ.get("WEBTOON_PROVIDER", "") or ("online" if keys else "local")
+    chosen = chosen_mode(name, bool(keys))
     if chosen == "local":
         return Providers(stand_in=LocalProvider())
     if chosen not in MODES:
@@ -117,4 +122,5 @@ class Providers:
             p.close()
 
 
-__all__ = ["MODES", "PLATFORM_KEYS", "NoProvider", "open_platform", "select_provider", "Provider", "ProviderError", "ProviderResult", "Providers", "LocalProvider"]
+__all__ = ["MODES", "PLATFORM_KEYS", "NoProvider", "chosen_mode", "keys_in_environment", "open_platform",
+           "select_provider", "Provider", "ProviderError", "ProviderResult", "Providers", "LocalProvider"]
