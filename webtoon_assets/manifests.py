@@ -25,6 +25,11 @@ class ImageItem(BaseModel):
     height: int
     references: list[str] = Field(default_factory=list)
     gate: PanelGate | None = None  # a panel under the consistency gate: its takes and the one kept
+    # A panel's characters: where each stands (x0, y0, x1, y1 as shares), and how that was found
+    # (series.yaml consistency.detector: "vision-judge", or the PANEL line's order). None: not a panel.
+    boxes: dict[str, list[float]] | None = None
+    boxes_source: str | None = None
+    boxes_detected: list[str] = Field(default_factory=list)  # the characters whose box a detector found
 
 
 class TakeRecord(BaseModel):
@@ -124,6 +129,7 @@ class LetteredPanel(BaseModel):
     height: int
     lettering: list[dict]  # each balloon, caption and effect: kind, text, speaker, box, tail, font size
     warnings: list[str]
+    tails_from: str = "panel-line"  # where the tails point: the panel's detected boxes, or the PANEL line
 
 
 class LetteredSet(BaseModel):

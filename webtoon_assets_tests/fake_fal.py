@@ -15,7 +15,8 @@ It prints ``PORT <n>`` once listening. Control endpoints: GET /_fake/stats, POST
 (JSON: latency, slots, faults), POST /_fake/reset.
 
 A request carrying a ``system_prompt`` is a text model's: its result is ``{"output": text_output,
-"usage": {...}}`` with ``text_output`` set by configuration.
+"usage": {...}}`` with ``text_output`` set by configuration; one asked for bounding boxes (its prompt
+says "bounding boxes") answers ``detect_output`` instead, when that is set.
 
 Billing follows fal: a request is billed when it completes successfully (whether or not anyone
 fetches its result), never when it errors or is cancelled first. Its units are output megapixels
@@ -135,6 +136,7 @@ class State:
     paid_by_prompt: Counter = field(default_factory=Counter)
     uploads: dict[str, bytes] = field(default_factory=dict)
     text_output: str = '{"scenes": []}'  # what a text model "answers" (set by /_fake/config)
+    detect_output: str = ""  # what a vision model asked for boxes answers ("": text_output)
     pricing: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # the price list, beyond `prices`
     pricing_page_size: int = 50
     phantoms: list[dict[str, Any]] = field(default_factory=list)  # charges with no request behind them
@@ -323,9 +325,11 @@ class Handler(JsonHandler):
                         "config_file": {"url": f"{self._base()}/files/{r.id}-config.json", "file_size": 2}},
                         headers={"x-fal-billable-units": str(r.units()), "x-fal-request-id": r.id})
                 if "system_prompt" in r.args:  # a text model: fal-ai/any-llm answers {"output": ...}
-                    return self._send(200, {"output": st.text_output, "partial": False, "error": None,
+                    answer = (st.detect_output if st.detect_output and "bounding boxes" in r.args.get("prompt", "")
+                              else st.text_output)
+                    return self._send(200, {"output": answer, "partial": False, "error": None,
                                             "usage": {"prompt_tokens": len(r.args.get("prompt", "")) // 4,
-                                                      "completion_tokens": len(st.text_output) // 4}},
+                                                      "completion_tokens": len(answer) // 4}},
                                       headers={"x-fal-request-id": r.id})
                 w, h = size_of(r.args)
                 n = int(r.args.get("num_images", 1))
@@ -456,7 +460,7 @@ class Handler(JsonHandler):
         if path == "/_fake/config":
             cfg = json.loads(body or b"{}")
             with st.lock:
-                for k in ("latency", "slots", "key", "admin_key", "prices", "text_output", "pricing_page_size"):
+                for k in ("latency", "slots", "key", "admin_key", "prices", "text_output", "detect_output", "pricing_page_size"):
                     if k in cfg:
                         setattr(st, k, cfg[k])
                 if "pricing" in cfg:
@@ -475,6 +479,7 @@ class Handler(JsonHandler):
                 st.counts.clear(), st.submissions_by_prompt.clear(), st.paid_by_prompt.clear()
                 st.prices, st.pricing, st.pricing_page_size = dict(DEFAULT_PRICES), {}, 50
                 st.phantoms.clear()
+                st.detect_output = ""
             return self._send(200, {"ok": True})
         if path == "/storage/auth/token":  # fal-client's CDN token for uploads
             if not self._authorized():

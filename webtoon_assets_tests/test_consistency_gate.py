@@ -201,6 +201,10 @@ def test_offline_the_gate_runs_only_when_forced_and_a_rerun_pays_nothing(layout,
         assert panels_meta(inst)["consistency_gate"].startswith("off offline")
         assert not [r for r in read_rows(layout.ledger_dir) if "~" in r.item]
         assert all(i["gate"] is None for i in panels_manifest(layout)["items"])
+        # consistency.detector's default: the PANEL line's order, assumed for free (no judge asked for boxes)
+        assert not [r for r in read_rows(layout.ledger_dir) if r.endpoint == "fal-ai/any-llm/vision"]
+        p05 = panels_manifest(layout)["items"][4]
+        assert (p05["item"], p05["boxes_source"], p05["boxes_detected"]) == ("p05", "panel-line", [])
 
         # always: a threshold every preview fails, so each panel with characters is retaken twice
         edit_series(layout, **{"consistency.gate": "always"})

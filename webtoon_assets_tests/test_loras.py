@@ -127,3 +127,35 @@ def test_decision_tree_says_what_lora_training_costs(layout: DataLayout):
     assert recommend(weak, Thresholds(), Decimal("0.05")).reason.endswith("pivot to LoRA training")
     good = [Candidate("fal-ai/flux-2/flash/edit", "FLUX.2 [flash]", Decimal("0.02"), 95.0)]
     assert "training would cost" not in recommend(good, Thresholds(), Decimal("0.05"), lora=cost).reason
+
+
+def test_lora_is_a_trial_candidate_trained_once_and_amortised(fake_fal, layout: DataLayout, tmp_path: Path):
+    from webtoon_assets_tests.test_trial import edit_series, run_trial
+
+    edit_series(layout, **{"trial.candidates": ["fal-ai/flux-2/flash/edit", "fal-ai/flux-2/lora/edit"],
+                           "trial.scorer": "vision-judge"})
+    fake_fal.configure(text_output='{"score": 91}')
+    results, _ = run_trial(layout, tmp_path)
+    assert all(r.success for r in results)
+    counts = fake_fal.stats()["counts"]
+    assert counts["submitted:fal-ai/flux-2-trainer"] == 1  # one LoRA, of the trial's character, on its base
+    trained = [r for r in read_rows(layout.ledger_dir) if r.endpoint == "fal-ai/flux-2-trainer"]
+    assert [(r.asset, r.status, r.billed_usd) for r in trained] == [("model_trial", "generated", Decimal("6.40"))]
+    assert counts["submitted:fal-ai/flux-2/lora/edit"] == 5 and counts["loras_received"] >= 5  # every variation with it
+    rows = {r[0]: r for r in cost_sql(layout, "SELECT endpoint, lora, cost_per_panel_usd, lora_training_per_panel_usd, "
+                                              "consistency FROM model_trials")}
+    flash, lora = rows["fal-ai/flux-2/flash/edit"], rows["fal-ai/flux-2/lora/edit"]
+    assert flash[1] is False and flash[3] is None and lora[1] is True and lora[4] == 91
+    series = load_series(layout, SAMPLE)
+    from webtoon_assets.assets.loras import series_lora_cost
+
+    amortised = series_lora_cost(layout, series).per_panel_usd
+    assert lora[3] == round(amortised, 6) > 0  # every character's training, over the planned season's panels
+    assert lora[2] > lora[3]  # and the panel itself on the LoRA endpoint
+    spent = sum(r.billed_usd for r in read_rows(layout.ledger_dir))
+    assert spent <= series.trial.budget_usd  # within the trial's $10
+
+    # again: the LoRA and every image are in the store; the pre-flight quote sees them, nothing is paid
+    paid = counts["paid"]
+    results, _ = run_trial(layout, tmp_path)
+    assert all(r.success for r in results) and fake_fal.stats()["counts"]["paid"] == paid

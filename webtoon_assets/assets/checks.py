@@ -121,15 +121,18 @@ class ConsistencyScores:
             return
         self.record(panel_id, self.score(panel_id, path))
 
-    def score(self, panel_id: str, path: Path, scorer: Scorer | None = None) -> dict[str, float]:
-        """Each of the panel's characters, cropped by their place in the PANEL line, against the front
-        view of their sheet: character id -> 0-100 (the consistency gate scores its takes so too)."""
+    def score(self, panel_id: str, path: Path, scorer: Scorer | None = None,
+              boxes: dict[str, tuple[float, ...]] | None = None) -> dict[str, float]:
+        """Each of the panel's characters, cropped by its box (``boxes``: detected, consistency.detector)
+        or else by its place in the PANEL line, against the front view of their sheet: character id ->
+        0-100 (the consistency gate scores its takes so too)."""
         plan, scorer = self.plans[panel_id], scorer or self.scorer
         n = len(plan.characters)
         out = {}
         for i, cid in enumerate(plan.characters):
             sheet = self.sheets[plan.sheet(cid)]  # the sheet of the outfit the panel draws them in
-            out[cid] = scorer.score(Path(sheet.path), path, reference_box=SHEET_BAND, candidate_box=(i / n, (i + 1) / n))
+            box = (boxes or {}).get(cid) or (i / n, (i + 1) / n)
+            out[cid] = scorer.score(Path(sheet.path), path, reference_box=SHEET_BAND, candidate_box=tuple(box))
         return out
 
     def record(self, panel_id: str, scores: dict[str, float]) -> None:

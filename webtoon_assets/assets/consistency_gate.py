@@ -27,6 +27,7 @@ from dagster import AssetCheckResult, Failure, MetadataValue
 
 from webtoon_assets.assets.checks import ConsistencyScores, scorer_kind
 from webtoon_assets.consistency import Scorer, make_scorer
+from webtoon_assets.consistency.detect import Detection, make_detector
 from webtoon_assets.consistency.gate import GateOutcome, GateStop, Take, retake_request, run_gate
 from webtoon_assets.gateway import Attribution, GenerationRequest, GenerationResult
 from webtoon_assets.manifests import ImageItem, ImageSet, PanelGate, Storyboard, TakeRecord
@@ -63,6 +64,13 @@ class ConsistencyGate:
         if self.kind == "vision-judge":
             self.check.scorer_name = self.kind  # its scores are the judge's (offline, previews are not measured)
         self.first: dict[str, tuple[str, dict[str, float]]] = {}  # gated panel -> (provider, first take's scores)
+        judge = series.trial.judge
+        # where each take's characters stand (consistency.detector): its crops and, kept, the lettering's tails
+        self.detector = make_detector(
+            self.cfg.detector, _SessionJudge(session), judge.endpoint, judge.arguments,
+            Attribution(series=series.id, episode=session.episode, asset="panels", item="detect"),
+            {cid: f"{c.name}, {c.look}" for cid, c in series.characters.items()})
+        self.detections: dict[str, Detection] = {}  # take label (p03, p03~retake1) -> its boxes
         self.providers: set[str] = set()
         self._lock = threading.Lock()
 
@@ -80,9 +88,20 @@ class ConsistencyGate:
                            Attribution(series=self.series.id, episode=self.s.episode, asset="panels",
                                        item=f"{label}~judge"))
 
-    def score(self, item: str, label: str, path: Path, provider: str) -> dict[str, float]:
+    def detect(self, item: str, label: str, path: Path) -> Detection:
+        """Where the take's characters stand; recorded under its label (the kept take's go in the manifest)."""
         try:
-            return self.check.score(item, path, self.scorer(label, provider))
+            found = self.detector.detect(path, self.plans[item].characters, label)
+        except ValueError as e:  # the judge answered something that is not boxes
+            raise Failure(description=f"character boxes of {self.s.episode} {label}: {e}", allow_retries=False) from e
+        with self._lock:
+            self.detections[label] = found
+        return found
+
+    def score(self, item: str, label: str, path: Path, provider: str) -> dict[str, float]:
+        boxes = self.detect(item, label, path).boxes
+        try:
+            return self.check.score(item, path, self.scorer(label, provider), boxes)
         except ValueError as e:  # the judge answered something that is not a score
             raise Failure(description=f"consistency of {self.s.episode} {label}: {e}", allow_retries=False) from e
 
@@ -95,6 +114,7 @@ class ConsistencyGate:
             with self._lock:
                 self.first[item] = (provider, scores)
         elif provider == OFFLINE:
+            self.detect(item, item, path)  # offline the vision judge's stand-in answers (at list price)
             self.check.add(item, path, provider)  # a stand-in: not measured
         else:
             self.check.record(item, self.score(item, item, path, provider))
@@ -106,7 +126,7 @@ class ConsistencyGate:
         metadata of ``make_images``, updated."""
         meta = {**meta, "consistency_gate": self.state()}
         if not self.first:
-            return manifest, meta
+            return self._with_boxes(manifest, {}), meta | self.detection_metadata()
         asked = {r.attribution.item: r for r in requests}
         made = manifest.by_item()
         stop = GateStop()
@@ -149,11 +169,35 @@ class ConsistencyGate:
                 self.check.stand_ins.append(it.item)  # offline the check still says: not measured
             else:
                 self.check.record(it.item, best.scores)
-        manifest = manifest.model_copy(update={"items": items})
-        meta |= self.metadata(outcomes, made, stop)
+        manifest = self._with_boxes(manifest.model_copy(update={"items": items}), outcomes)
+        meta |= self.metadata(outcomes, made, stop) | self.detection_metadata()
         if any(o.best.n for o in outcomes.values()):  # the contact sheet shows the takes kept
             meta["preview"] = MetadataValue.md(contact_sheet_md(thumbnail(Path(i.path)) for i in items))
         return manifest, meta
+
+    def _with_boxes(self, manifest: ImageSet, outcomes: dict[str, GateOutcome]) -> ImageSet:
+        """Each panel's boxes: its kept take's detection (the lettering's tails point by them)."""
+        items = []
+        for it in manifest.items:
+            kept = outcomes.get(it.item)
+            label = it.item if kept is None or kept.best.n == 0 else kept.best.result.request.attribution.item
+            found = self.detections.get(label)
+            if found is None:  # no characters, or not looked at: the PANEL line's order
+                found = make_detector("panel-line").detect(Path(it.path), self.plans[it.item].characters, label)
+            items.append(it.model_copy(update={"boxes": {c: list(b) for c, b in found.boxes.items()},
+                                               "boxes_source": found.describe(),
+                                               "boxes_detected": found.found}))
+        return manifest.model_copy(update={"items": items})
+
+    def detection_metadata(self) -> dict[str, Any]:
+        """How the step found its characters: the detector, and the panels whose boxes are assumed."""
+        found = [d for d in self.detections.values() if d.boxes]  # of takes with characters
+        sources = sorted({d.source for d in found}) or ["panel-line"]
+        meta: dict[str, Any] = {"character_boxes": ", ".join(sources), "detections": len(found)}
+        if partial := [label for label, d in sorted(self.detections.items()) if d.not_found]:
+            meta["characters_not_found"] = MetadataValue.md("\n".join(
+                f"- {label}: {', '.join(self.detections[label].not_found)} (panel-line band used)" for label in partial))
+        return meta
 
     def _kept(self, first: ImageItem, result: GenerationResult, record: PanelGate) -> ImageItem:
         """A retake kept: published as the panel (its readable copy under output/ is replaced)."""

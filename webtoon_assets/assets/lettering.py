@@ -31,15 +31,17 @@ def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinitio
 
         def letter(plan: PanelPlan) -> tuple[LetteredPanel, Image.Image]:
             src = clean[plan.id]
+            found = {c: src.boxes[c] for c in src.boxes_detected if src.boxes and c in src.boxes}
             with Image.open(src.path) as im:
-                lettering = layout(plan, im.width, im.height)
+                lettering = layout(plan, im.width, im.height, found)
                 lettered = draw_lettering(im, lettering)
             dest = out_dir / f"{plan.id}.png"
             with atomic_path(dest) as tmp:  # an intermediate the strip reads: fast to write, not small
                 lettered.save(tmp, format="PNG", compress_level=1)
             return LetteredPanel(item=plan.id, path=str(dest), clean_path=src.path, width=lettered.width,
                                  height=lettered.height, lettering=[i.to_json() for i in lettering.items],
-                                 warnings=lettering.warnings), thumbnail(lettered)
+                                 warnings=lettering.warnings,
+                                 tails_from=src.boxes_source if found else "panel-line"), thumbnail(lettered)
 
         items, warnings, thumbs = [], [], []
         # Decoding, drawing and encoding let go of the GIL: two panels at a time, kept in order.
@@ -58,6 +60,9 @@ def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinitio
                 "panels": len(items),
                 "balloons": sum(len(i.lettering) for i in items),
                 "warnings": len(warnings),
+                # where the tails point: detected boxes (consistency.detector) or the PANEL line's order
+                "tails_from_detected_boxes": sum(i.tails_from != "panel-line" for i in items),
+                "tails_from_panel_line": sum(i.tails_from == "panel-line" for i in items),
                 "warning_list": MetadataValue.md("\n".join(f"- {w}" for w in warnings) or "_none_"),
                 "folder": MetadataValue.path(str(out_dir)),
                 "preview": MetadataValue.md(contact_sheet_md(thumbs)),

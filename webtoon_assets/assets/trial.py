@@ -23,14 +23,15 @@ from webtoon_assets.consistency import make_scorer
 from webtoon_assets.consistency.decision import Candidate, recommend, verdict
 from webtoon_assets.consistency.gate import RetakeEstimate, retake_estimate
 from webtoon_assets.files import write_bytes_atomic, write_text_atomic
-from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, PreviewHints, Reference, stable_seed
-from webtoon_assets.manifests import PanelPlan
+from webtoon_assets.gateway import Attribution, Figure, GenerationRequest, Lora, PreviewHints, Reference, stable_seed
+from webtoon_assets.manifests import ImageItem, PanelPlan
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, quote
 from webtoon_assets.resources import DataRootResource, GatewayResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 from webtoon_assets.sizes import size_pixels
 from webtoon_assets.compose.pack import Packing, pack_references, plan_packs, planned as planned_packs
+from webtoon_assets.recipes.loras import lora_request, training_zip
 from webtoon_assets.storyboard import plan_storyboard
 from webtoon_assets.storyboard.plan import NO_TEXT, character_clause, style_clause
 
@@ -135,8 +136,36 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                 arguments={"prompt": base_prompt, "image_size": "portrait_4_3",
                            "seed": stable_seed(series_id, "trial", cid)})
 
-            def variation_requests(ref: Reference) -> list[GenerationRequest]:
-                return [GenerationRequest(
+            # The study's last branch as a candidate: the series' LoRA endpoint (models.loras.endpoint) in
+            # trial.candidates trains a LoRA of the trial's character from its base reference on the trainer
+            # (priced per step, paid once, in the trial's budget) and makes the variations with it.
+            lora_cfg = series.models.loras
+            trains = endpoint == lora_cfg.endpoint
+            trigger = lora_cfg.trigger(cid)
+
+            def with_lora(request: GenerationRequest, lora: Lora | None) -> GenerationRequest:
+                if lora is None:
+                    return request
+                return request.model_copy(update={"loras": [lora], "arguments": {
+                    **request.arguments, "prompt": f"{trigger}. {request.arguments['prompt']}"}})
+
+            def training_request(base_ref: Reference) -> GenerationRequest:
+                """The trainer request on the base reference (a planned one: a stand-in key, priced the same)."""
+                if base_ref.sha256.startswith("planned:"):
+                    data = Reference(role=f"training:{cid}", path="", sha256="planned:trial-training")
+                else:
+                    data = training_zip(s.layout.store / "training", cid, [ImageItem(
+                        item="base", path=base_ref.path, store_path=base_ref.path, key="", sha256=base_ref.sha256,
+                        status="generated", endpoint=base_request.endpoint, provider="", width=base_ref.width,
+                        height=base_ref.height)])
+                request = lora_request(series, "", cid, data)
+                return request.model_copy(update={"attribution": who("lora")})
+
+            def lora_of(trained_path: str, sha256: str) -> Lora:
+                return Lora(role=f"lora:{cid}", path=trained_path, sha256=sha256, scale=lora_cfg.scale)
+
+            def variation_requests(ref: Reference, lora: Lora | None = None) -> list[GenerationRequest]:
+                return [with_lora(GenerationRequest(
                     endpoint=endpoint, references=[ref] if entry.max_references else [], attribution=who(f"v{i + 1}"),
                     preview=hints.model_copy(update={"kind": "panel",
                                                      "shot": ["full", "close-up", "full", "medium"][i % 4],
@@ -144,7 +173,7 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                     arguments={"prompt": f"The same character as the reference image, "
                                          f"{SITUATIONS[i % len(SITUATIONS)]}. {character_clause(series, cid)}. "
                                          f"{style_clause(series)} {NO_TEXT}",
-                               "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)})
+                               "image_size": "square_hd", "seed": stable_seed(series_id, "trial", cid, i)}), lora)
                     for i in range(t.variations)]
 
             # The whole trial (every candidate, every run) spends at most trial.budget_usd: this candidate's
@@ -167,13 +196,26 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
                 return [r.model_copy(update={"references": packs, "attribution": who(f"packed-v{i + 1}")})
                         for i, r in enumerate(variation_requests(base_ref))] if packing != "none" else []
 
-            s.preflight([base_request, *variation_requests(planned),
+            # planned: the LoRA as trained on the base (a stand-in until it is trained: its weights are unknown)
+            planned_training = [training_request(planned)] if trains else []
+            planned_lora = None
+            if trains:
+                held = s.gateway.store.lookup_file(s.gateway.key(planned_training[0]))
+                planned_lora = (lora_of(str(s.gateway.store.file_path(s.gateway.key(planned_training[0]))),
+                                        held.record["sha256"]) if held.state == "ok" else
+                                lora_of("", "planned:trial-lora"))
+            s.preflight([base_request, *planned_training, *variation_requests(planned, planned_lora),
                          *packed_requests(planned, planned_packs([planned, *blanks], packing))],
                         f"model trial of {endpoint}", budget_usd=t.budget_usd)
             base = s.generate(base_request)
             ref = Reference(role=f"character:{cid}", path=str(base.path), sha256=base.sha256, width=base.width,
                             height=base.height)
-            variations = list(s.generate_many(variation_requests(ref)))
+            trained, lora = None, None
+            if trains:
+                trained = s.gateway.generate_file(training_request(ref))
+                s.results.append(trained)
+                lora = lora_of(str(trained.path), trained.sha256)
+            variations = list(s.generate_many(variation_requests(ref, lora)))
             packed = list(s.generate_many(packed_requests(ref, pack_references([ref, *blanks], packing,
                                                                                s.layout.store / "packed"))))
             try:
@@ -190,19 +232,27 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
             measured = all(r.provider != "local" for r in [base, *variations])
             plans = [plan for ep in episodes for plan in plan_storyboard(series, ep)]  # every planned panel
             per_panel = cost_per_panel(book, endpoint, series, plans)
+            # a LoRA candidate's panels carry its training, amortised over the planned season (every character)
+            training = series_lora_cost(s.layout, series) if trains else None
+            per_panel_training = (training.per_panel_usd or Decimal(0)) if training else Decimal(0)
+            per_panel += per_panel_training
             # under the consistency gate (series.yaml consistency), each variation is a take: the share
             # under its threshold is the model's retake rate, and retakes are paid per accepted panel
             retakes = trial_retakes(series, list(scores.values()))
             per_accepted = retakes.cost_per_accepted(per_panel)
-            spent = [base, *variations, *packed]
+            spent = [base, *([trained] if trained else []), *variations, *packed]
             result = {
                 "series": series_id, "endpoint": endpoint, "model": entry.model, "platform": entry.platform,
                 "character": cid, "variations": t.variations, "scorer": scorer.name, "scores": scores,
                 "consistency": consistency, "verdict": verdict(consistency, t.thresholds, measured),
                 "cost_per_panel_usd": str(per_panel),
+                "lora": trains, "lora_training_per_panel_usd": str(per_panel_training) if trains else None,
+                "lora_training_usd": str(training.total_usd) if training else None,
                 # every reference counted, packed as each option would pack it; consistency with the series' packing
-                "cost_per_panel_lineup_usd": str(cost_per_panel(book, endpoint, series, plans, "lineup")),
-                "cost_per_panel_board_usd": str(cost_per_panel(book, endpoint, series, plans, "board")),
+                "cost_per_panel_lineup_usd": str(cost_per_panel(book, endpoint, series, plans, "lineup")
+                                                 + per_panel_training),
+                "cost_per_panel_board_usd": str(cost_per_panel(book, endpoint, series, plans, "board")
+                                                + per_panel_training),
                 "packing": packing, "consistency_packed": consistency_packed, "packed_scores": packed_scores,
                 "gate_threshold": retakes.threshold, "max_retakes": retakes.max_retakes,
                 "retake_rate": retakes.retake_rate, "expected_takes": retakes.expected_takes,

@@ -247,6 +247,9 @@ class ConsistencyGate(Strict):
     max_retakes: int = Field(2, ge=0, le=10)
     # default: the check's (trial.scorer, with the paid vision judge replaced by palette-structure)
     scorer: ScorerKind | None = None
+    # Where each character stands in a panel, for the consistency crops and the lettering's tails:
+    # the PANEL line's order (free), or boxes found by the vision judge (trial.judge; priced, cached).
+    detector: Literal["panel-line", "vision-judge"] = "panel-line"
 
     def threshold_for(self, thresholds: Thresholds) -> float:
         return thresholds.acceptable if self.threshold is None else self.threshold

@@ -32,18 +32,25 @@ class Scorer(Protocol):
 
     def score(self, reference: Path, candidate: Path, *, reference_box: tuple[float, float] = (0.0, 1.0),
               candidate_box: tuple[float, float] = (0.0, 1.0)) -> float:
-        """0-100. Boxes are horizontal bands (left, right as shares of the width) holding the character."""
+        """0-100. A box holds the character: (x0, y0, x1, y1) as shares of the width and height (a detected
+        box), or a band (x0, x1) of the width (its middle 80 % of height)."""
         ...
 
 
-def character_crop(path: Path, band: tuple[float, float] = (0.0, 1.0), size: int = 128) -> Image.Image:
-    """The band of the image where the character stands (characters stand left to right in the
-    order of the PANEL line), its middle 80 % of height, squared to ``size``."""
+def character_crop(path: Path, band: tuple[float, ...] = (0.0, 1.0), size: int = 128) -> Image.Image:
+    """The part of the image where the character stands, squared to ``size``: a detected box
+    (x0, y0, x1, y1), or a band (x0, x1) of the width, its middle 80 % of height."""
+    x0, y0, x1, y1 = _as_box(band)
     with Image.open(path) as im:
         im = im.convert("RGB")
         w, h = im.size
-        box = (int(w * band[0]), int(h * 0.1), max(int(w * band[0]) + 1, int(w * band[1])), int(h * 0.9))
+        left, top = int(w * x0), int(h * y0)
+        box = (left, top, max(left + 1, int(w * x1)), max(top + 1, int(h * y1)))
         return im.crop(box).resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _as_box(band: tuple[float, ...]) -> tuple[float, float, float, float]:
+    return (band[0], 0.1, band[1], 0.9) if len(band) == 2 else (band[0], band[1], band[2], band[3])
 
 
 class PaletteStructureScorer:
@@ -99,7 +106,7 @@ class VisionJudgeScorer:
         refs = []
         for role, path, band in (("reference", reference, reference_box), ("candidate", candidate, candidate_box)):
             # crops live in the store's own folder, named by what they are cut from: made once
-            crop_path = self.gateway.store.root / "crops" / f"{sha256_file(path)}-{band[0]:.3f}-{band[1]:.3f}.png"
+            crop_path = self.gateway.store.root / "crops" / f"{sha256_file(path)}-{_crop_name(band)}.png"
             if not crop_path.is_file():
                 with atomic_path(crop_path) as tmp:  # another scorer may be hashing it already
                     character_crop(path, band, 512).save(tmp, format="PNG")
@@ -117,6 +124,11 @@ class VisionJudgeScorer:
             raise ValueError(f"the vision judge ({self.endpoint}) answered {result.text[:120]!r}; expected "
                              '{"score": 0-100}')
         return value
+
+
+def _crop_name(band: tuple[float, ...]) -> str:
+    """A band keeps the name it always had (crops made before boxes are found again)."""
+    return "-".join(f"{v:.3f}" for v in (band if len(band) == 2 else _as_box(band)))
 
 
 class EmbeddingScorer:

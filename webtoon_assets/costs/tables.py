@@ -648,7 +648,9 @@ TRIAL_COLUMNS = ["series", "model", "platform", "endpoint", "cost_per_panel_usd"
                  "retake_rate", "takes_per_accepted_panel", "cost_per_accepted_panel_usd",
                  # every reference counted, packed each way (models.panels.pack_references); and the consistency
                  # of variations made with the base packed as the series packs it (NULL: it does not)
-                 "cost_per_panel_lineup_usd", "cost_per_panel_board_usd", "packing", "consistency_packed"]
+                 "cost_per_panel_lineup_usd", "cost_per_panel_board_usd", "packing", "consistency_packed",
+                 # a LoRA candidate (models.loras.endpoint): its training, amortised per panel, in cost_per_panel_usd
+                 "lora", "lora_training_per_panel_usd"]
 _SMALL_TABLES = f"""
     CREATE TABLE ledger_problems (file VARCHAR, line INTEGER, reason VARCHAR);
     CREATE TABLE series_info (series VARCHAR, title VARCHAR, planned_episodes INTEGER,
@@ -662,7 +664,7 @@ _SMALL_TABLES = f"""
       character VARCHAR, trial_spent_usd {MONEY}, trial_quote_usd {MONEY}, provider VARCHAR, retake_rate DOUBLE,
       takes_per_accepted_panel DOUBLE, cost_per_accepted_panel_usd DECIMAL(18,6),
       cost_per_panel_lineup_usd DECIMAL(18,6), cost_per_panel_board_usd DECIMAL(18,6), packing VARCHAR,
-      consistency_packed DOUBLE);
+      consistency_packed DOUBLE, lora BOOLEAN, lora_training_per_panel_usd DECIMAL(18,6));
     CREATE TABLE model_recommendation (series VARCHAR, action VARCHAR, endpoint VARCHAR, model VARCHAR,
       reason VARCHAR, platform VARCHAR);
     CREATE TABLE reconciliation (run_id VARCHAR, checked_at TIMESTAMPTZ, source VARCHAR, endpoint VARCHAR,
@@ -768,7 +770,7 @@ def _build(con: duckdb.DuckDBPyConnection, layout: DataLayout, log: Callable[[st
     _insert(con, "_trials", side.trials, ["VARCHAR", "VARCHAR", "VARCHAR", "VARCHAR", "DECIMAL(18,6)", "DOUBLE",
                                           "VARCHAR", "VARCHAR", "INTEGER", "VARCHAR", MONEY, MONEY, "VARCHAR",
                                           "DOUBLE", "DOUBLE", "DECIMAL(18,6)", "DECIMAL(18,6)", "DECIMAL(18,6)",
-                                          "VARCHAR", "DOUBLE"])
+                                          "VARCHAR", "DOUBLE", "BOOLEAN", "DECIMAL(18,6)"])
     _insert(con, "model_recommendation", side.recs, ["VARCHAR"] * 6)
     _insert(con, "reconciliation", side.reconciliation, _RECONCILIATION_TYPES)
     con.execute(SQL_VIEWS.read_text())

@@ -169,10 +169,12 @@ ORDER BY series, usage_from, rank NULLS LAST, rank_all;
 -- The model trial: one row per candidate tried, and the decision tree's recommendation.
 -- retake_rate: the share of its variations under the consistency gate's threshold; cost_per_accepted_panel_usd:
 -- cost_per_panel_usd x takes_per_accepted_panel (retakes paid in, takes independent, up to max_retakes).
+-- lora: the candidate trained a LoRA (models.loras.endpoint); its cost_per_panel_usd includes
+-- lora_training_per_panel_usd, every character's training amortised over the planned season.
 CREATE VIEW model_trials AS
 SELECT series, model, platform, endpoint, cost_per_panel_usd, consistency, verdict, retake_rate,
        takes_per_accepted_panel, cost_per_accepted_panel_usd, cost_per_panel_lineup_usd, cost_per_panel_board_usd,
-       packing, consistency_packed, scorer, variations,
+       packing, consistency_packed, coalesce(lora, false) AS lora, lora_training_per_panel_usd, scorer, variations,
        character, trial_spent_usd, trial_quote_usd, provider
 FROM _trials ORDER BY series, cost_per_panel_usd;
 

@@ -46,8 +46,22 @@ from webtoon_assets.pricing import PriceBook, Quote, quote
 from webtoon_assets.sizes import ImageSizeError, requested_pixels
 
 
+class _Costed:
+    """What a result's ledger row says it cost: billed, and at list price."""
+
+    row: LedgerRow
+
+    @property
+    def billed_usd(self) -> Decimal:
+        return self.row.billed_usd
+
+    @property
+    def list_usd(self) -> Decimal:
+        return self.row.list_usd
+
+
 @dataclass(frozen=True)
-class GenerationResult:
+class GenerationResult(_Costed):
     request: GenerationRequest
     key: str
     path: Path
@@ -58,14 +72,6 @@ class GenerationResult:
     provider: str
     seconds: float
     row: LedgerRow
-
-    @property
-    def billed_usd(self) -> Decimal:
-        return self.row.billed_usd
-
-    @property
-    def list_usd(self) -> Decimal:
-        return self.row.list_usd
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class TextResult:
 
 
 @dataclass(frozen=True)
-class FileResult:
+class FileResult(_Costed):
     """A file made through the gateway (a trained LoRA): stored content-addressed by its request key."""
 
     request: GenerationRequest
@@ -457,7 +463,10 @@ class Gateway:
         misses, hits = [], 0
         for r in requests:
             fitted, provider = self.route(r)
-            if self.store.lookup(fitted.key(provider.name)).state == "ok":
+            key = fitted.key(provider.name)
+            # a training request's result is a file (generate_file): held if its file is whole
+            held = self.store.lookup_file(key) if fitted.training_data is not None else self.store.lookup(key)
+            if held.state == "ok":
                 hits += 1
             else:
                 self.pricebook.usable(r.endpoint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ DEFAULT_MAX_WIDTH = 0.42
 # Where a speaker's head is, as a share of the panel height, by shot (for the tail to point at).
 HEAD_Y = {"establishing": 0.72, "wide": 0.62, "full": 0.3, "medium": 0.38, "over-shoulder": 0.4, "pov": 0.45,
           "close-up": 0.5, "extreme-close-up": 0.5, "insert": 0.5}
+HEAD_IN_BOX = 0.12  # a detected character's head: this far down their box
+# Detected boxes by character: x0, y0, x1, y1 as shares of the panel (the panels manifest's).
+Boxes = Mapping[str, Sequence[float]]
 COVERAGE_WARNING = 0.45  # balloons covering more of the art than this get a warning
 
 
@@ -103,7 +107,10 @@ def items_of(plan: PanelPlan) -> list[Item]:
     return out
 
 
-def speaker_x(plan: PanelPlan, speaker: str | None, width: int) -> float:
+def speaker_x(plan: PanelPlan, speaker: str | None, width: int, boxes: Boxes | None = None) -> float:
+    """Where the speaker stands: the middle of their detected box, else of their place in the PANEL line."""
+    if boxes and speaker in boxes:
+        return width * (boxes[speaker][0] + boxes[speaker][2]) / 2
     if speaker in plan.characters:
         i = plan.characters.index(speaker)
         return width * (i + 0.5) / len(plan.characters)
@@ -114,7 +121,16 @@ def overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: in
     return not (a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1])
 
 
-def _place(plan: PanelPlan, width: int, height: int, base: int) -> tuple[list[Item], bool]:
+def head_y(plan: PanelPlan, speaker: str | None, height: int, boxes: Boxes | None = None) -> int:
+    """Where the speaker's head is: near the top of their detected box, else where the shot puts heads."""
+    if boxes and speaker in boxes:
+        y0, y1 = boxes[speaker][1], boxes[speaker][3]
+        return int(height * (y0 + HEAD_IN_BOX * (y1 - y0)))
+    return int(height * HEAD_Y.get(plan.shot, 0.45))
+
+
+def _place(plan: PanelPlan, width: int, height: int, base: int, boxes: Boxes | None = None
+           ) -> tuple[list[Item], bool]:
     """One layout attempt at a font size; False if something did not fit in reading order."""
     margin, gap = int(width * 0.025), int(width * 0.012)
     items = items_of(plan)
@@ -132,7 +148,7 @@ def _place(plan: PanelPlan, width: int, height: int, base: int) -> tuple[list[It
         elif item.kind == "sfx":
             xs = [width - margin - w, margin, (width - w) // 2]
         else:
-            pref = int(speaker_x(plan, item.speaker, width) - w / 2)
+            pref = int(speaker_x(plan, item.speaker, width, boxes) - w / 2)
             xs = [pref, pref - w // 3, pref + w // 3, margin, width - margin - w]
         xs = [min(max(x, margin), width - margin - w) for x in xs]
         prev = placed[-1].box if placed else None
@@ -164,20 +180,22 @@ def _place(plan: PanelPlan, width: int, height: int, base: int) -> tuple[list[It
             spot = (xs[0], y, xs[0] + w, min(height, y + h))
         item.box = spot
         if item.kind not in ("caption", "sfx"):
-            head_y = int(height * HEAD_Y.get(plan.shot, 0.45))
-            sx = int(speaker_x(plan, item.speaker, width))
+            head = head_y(plan, item.speaker, height, boxes)
+            sx = int(speaker_x(plan, item.speaker, width, boxes))
             item.tail = (width - 1, spot[3] + (height - spot[3]) // 3) if item.kind == "off" and \
-                item.speaker not in plan.characters else (sx, max(head_y, spot[3] + int(h * 0.35)))
+                item.speaker not in plan.characters else (sx, max(head, spot[3] + int(h * 0.35)))
         placed.append(item)
     return placed, fitted and len(placed) == len(items)
 
 
-def layout(plan: PanelPlan, width: int, height: int) -> Lettering:
+def layout(plan: PanelPlan, width: int, height: int, boxes: Boxes | None = None) -> Lettering:
+    """``boxes``: the characters' detected boxes (the panels manifest's): balloons sit over and tails
+    point at where each speaker was found; without one, at their place in the PANEL line."""
     base = max(16, round(width * 0.034))
     smallest = max(13, round(width * 0.022))
     size = base
     while True:
-        placed, ok = _place(plan, width, height, size)
+        placed, ok = _place(plan, width, height, size, boxes)
         if ok or size <= smallest:
             break
         size = max(smallest, int(size * 0.9))
