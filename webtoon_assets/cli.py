@@ -219,10 +219,25 @@ def cmd_costs(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
-    from webtoon_assets.ledger import verify
+    from webtoon_assets.gateway.coordination import open_coordination
+    from webtoon_assets.ledger import LedgerProblem, verify
 
-    folder = DataLayout.default().ledger_dir
-    rows, damaged, torn = verify(folder)
+    layout = DataLayout.default()
+    try:
+        coordination = open_coordination(layout)
+    except ValueError as e:  # a database URL that is not one
+        print(f"webtoon ledger verify: {e}", file=sys.stderr)
+        return 2
+    try:
+        if coordination.kind == "files":
+            folder: Any = layout.ledger_dir
+            rows, damaged, torn = verify(folder)
+        else:  # the database's table: every line's checksum, in id order
+            folder, damaged, torn = coordination.where, [], []
+            problems: list[LedgerProblem] = damaged
+            rows = sum(1 for _ in coordination.ledger.rows(problems))
+    finally:
+        coordination.close()
     print(f"{folder}: {rows} whole row(s), {len(damaged)} damaged")
     for problem in damaged:
         print(f"  {problem}")
@@ -269,15 +284,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     Exit 3 when any difference is drift (beyond the tolerance); else 1 when unknown outcomes stay
     open or a platform could not be asked; else 0."""
     import datetime as dt
-    import uuid
 
-    from webtoon_assets.costs import refresh_cost_tables
+    from webtoon_assets.gateway.coordination import open_coordination
     from webtoon_assets.gateway.providers.fal_platform import FalPlatform
-    from webtoon_assets.ledger import Ledger, read_rows
-    from webtoon_assets.ledger.reconcile import (DRIFT_TOLERANCE_SHARE, DRIFT_TOLERANCE_USD, LOOKBACK, Tolerance,
-                                                 compare_with_platforms, format_comparison, reconcile,
-                                                 record_differences, write_settlements)
-    from webtoon_assets.pricing import load_pricebook
+    from webtoon_assets.ledger.reconcile import LOOKBACK
 
     layout = DataLayout.default()
     now = dt.datetime.now(dt.timezone.utc)
@@ -288,16 +298,33 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(f"webtoon reconcile: --since {since.isoformat()} is not in the past", file=sys.stderr)
         return 2
     platform = FalPlatform.from_env()
-    report = reconcile(read_rows(layout.ledger_dir), platform)
+    try:  # the ledger: files here, or the database (WEBTOON_DATABASE_URL)
+        coordination = open_coordination(layout)
+    except ValueError as e:
+        print(f"webtoon reconcile: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _reconcile(args, layout, coordination, platform, now, since)
+    finally:
+        coordination.close()
+
+
+def _reconcile(args: argparse.Namespace, layout: DataLayout, coordination: Any, platform: Any, now: Any,
+               since: Any) -> int:
+    import uuid
+
+    from webtoon_assets.costs import refresh_cost_tables
+    from webtoon_assets.ledger.reconcile import (DRIFT_TOLERANCE_SHARE, DRIFT_TOLERANCE_USD, Tolerance,
+                                                 compare_with_platforms, format_comparison, reconcile,
+                                                 record_differences, write_settlements)
+    from webtoon_assets.pricing import load_pricebook
+
+    report = reconcile(coordination.ledger.rows(), platform)
     changed = False
     if not report.settled and not report.open:
         print("no unknown outcomes: nothing to reconcile")
     else:
-        ledger = Ledger(layout.ledger_dir)
-        try:
-            changed = bool(write_settlements(ledger, report, run_id="reconcile"))
-        finally:
-            ledger.close()
+        changed = bool(write_settlements(coordination.ledger, report, run_id="reconcile"))
         for s in report.settled:
             u = s.row
             print(f"settled  {u.series}/{u.episode or '-'} {u.asset} {u.item} on {u.endpoint}: {s.outcome} "
@@ -316,7 +343,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         book = None
     tolerance = Tolerance(DRIFT_TOLERANCE_USD if args.tolerance is None else args.tolerance,
                           DRIFT_TOLERANCE_SHARE if args.tolerance_percent is None else args.tolerance_percent / 100)
-    comparison = compare_with_platforms(read_rows(layout.ledger_dir), book, platform, since, now, tolerance)
+    comparison = compare_with_platforms(coordination.ledger.rows(), book, platform, since, now, tolerance)
     print()
     print(format_comparison(comparison))
     run_id = f"reconcile-{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -380,10 +407,10 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
     """What making one episode would cost now: only what the store does not hold, at list price.
     No Dagster, and no effect: nothing reserved against the budgets, nothing written to the ledger."""
     from webtoon_assets.bible import load_episode, load_series, series_ids
+    from webtoon_assets.gateway.coordination import open_coordination
     from webtoon_assets.gateway.gateway import Gateway
     from webtoon_assets.gateway.providers import NoProvider, select_provider
     from webtoon_assets.gateway.store import ImageStore
-    from webtoon_assets.ledger import Ledger
     from webtoon_assets.pricing import QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
 
     layout = DataLayout.default()
@@ -405,9 +432,16 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
         print(f"webtoon quote: {e}", file=sys.stderr)
         return 2
     # As the Dagster gateway resource builds it, but without budgets: a quote reserves nothing and, with
-    # no budget to check, Gateway.preflight only reads the store. The ledger opens on a first row: never.
-    gw = Gateway(store=ImageStore(layout.store), provider=provider, ledger=Ledger(layout.ledger_dir),
-                 pricebook=book, budget=None, run_id="quote")
+    # no budget to check, Gateway.preflight only reads the store. The ledger opens on a first row: never
+    # (nor does a database's connection).
+    try:
+        coordination = open_coordination(layout)
+    except ValueError as e:
+        print(f"webtoon quote: {e}", file=sys.stderr)
+        return 2
+    gw = Gateway(store=ImageStore(layout.store), provider=provider, ledger=coordination.ledger,
+                 pricebook=book, budget=None, run_id="quote", locks=coordination.lock,
+                 submissions=coordination.submissions)
     try:
         plan = episode_quote(gw, layout, series, script)
     except (UnknownEndpoint, QuoteError, RetiredEndpoint, NoProvider) as e:
@@ -415,7 +449,7 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
         return 2
     finally:
         gw.providers.close()
-        gw.ledger.close()
+        coordination.close()
     print(json.dumps(plan, indent=2, default=str) if args.json else format_episode_quote(plan))
     return 0
 

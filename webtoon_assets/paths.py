@@ -46,8 +46,10 @@ class DataLayout:
 
     @property
     def store(self) -> Path:
-        """Content-addressed images and their request records."""
-        return self.root / "store"
+        """Content-addressed images and their request records: ``<root>/store``, or ``WEBTOON_STORE_DIR``
+        (a path every machine of a studio reaches, e.g. a shared mount) when it is set."""
+        shared = os.environ.get("WEBTOON_STORE_DIR", "")
+        return Path(shared).resolve() if shared else self.root / "store"
 
     @property
     def pricebook(self) -> Path:

@@ -819,16 +819,44 @@ def _as_left(target: Path) -> bool:
             and stamp == {"inode": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
 
 
-def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print, full: bool | None = None
-                        ) -> Path | None:
+@dataclass(frozen=True)
+class _MirroredLedger(DataLayout):
+    """A data root whose ledger, for the build, is the database ledger's mirror folder."""
+
+    mirror: Path = Path()
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.mirror
+
+
+def _ledger_source(layout: DataLayout, database_url: str | None) -> DataLayout:
+    """``layout`` as given (the ledger's files), or, with a database configured (``database_url``, else
+    WEBTOON_DATABASE_URL), with the rows not yet exported appended to its mirror under
+    ``<data>/ledger_pg/<database identity>/`` (JSON lines as the file ledger writes them) as the
+    ledger folder: the build reads it as it reads the files. Budgets never read the mirror."""
+    from webtoon_assets.gateway.coordination import configured_url
+
+    url = configured_url(database_url)
+    if url is None:
+        return layout
+    from webtoon_assets.gateway.coordination.postgres import Database, export_ledger
+
+    return _MirroredLedger(layout.root, export_ledger(Database(url), layout.root / "ledger_pg"))
+
+
+def refresh_cost_tables(layout: DataLayout, log: Callable[[str], None] = print, full: bool | None = None,
+                        database_url: str | None = None) -> Path | None:
     """Bring the DuckDB file up to date (incrementally; whole with ``full`` or WEBTOON_COST_TABLES_FULL).
-    Never raises: the ledger stays the truth, and a failed refresh is logged and repaired by the next one."""
+    Never raises: the ledger stays the truth, and a failed refresh is logged and repaired by the next one.
+    With a database ledger (``database_url`` or WEBTOON_DATABASE_URL), its new rows are exported first."""
     target = layout.duckdb_path
     if full is None:
         full = os.environ.get(FULL_ENV, "") not in ("", "0")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(target.with_name(f".{target.name}.lock")):
+            layout = _ledger_source(layout, database_url)  # under the lock: no build reads a half-written line
             with atomic_path(target) as tmp:  # named by host and pid, so a killed refresh's file is swept
                 notes: list[str] = []
                 try:

@@ -26,6 +26,7 @@ import os
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -40,7 +41,7 @@ from webtoon_assets.gateway.retry import GenerationFailed, AttemptPolicy
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.store import ImageStore, sha256_file
 from webtoon_assets.gateway.submissions import Submission, Submissions
-from webtoon_assets.ledger import Ledger, LedgerRow, Status, find_rows
+from webtoon_assets.ledger import Ledger, LedgerRow, Status
 from webtoon_assets.liveness import HOST
 from webtoon_assets.pricing import PriceBook, Quote, quote
 from webtoon_assets.sizes import ImageSizeError, requested_pixels
@@ -131,7 +132,12 @@ def pricing_request(request: GenerationRequest) -> dict[str, Any]:
 class Gateway:
     def __init__(self, store: ImageStore, provider: Provider | Providers, ledger: Ledger, pricebook: PriceBook,
                  budget: Budgets | None = None, run_id: str = "", log: Callable[[str], None] | None = None,
-                 retry: AttemptPolicy | None = None):
+                 retry: AttemptPolicy | None = None,
+                 locks: Callable[[str], AbstractContextManager[Any]] | None = None,
+                 submissions: Submissions | None = None):
+        """``locks``: a request key's lock across every process that may pay for it (the store's file
+        locks unless given; a database's advisory locks across machines); ``submissions``: the journal
+        of paid submissions (``<store>/pending`` unless given). gateway/coordination chooses both."""
         self.retry = retry or AttemptPolicy()
         self.store = store
         self.providers = Providers.of(provider)  # one per platform; offline, the renderer for all
@@ -143,7 +149,8 @@ class Gateway:
         if budget is not None:
             budget.run_id = self.run_id
         self.log = log or (lambda _msg: None)
-        self.submissions = Submissions(store.root / "pending")
+        self.submissions = submissions if submissions is not None else Submissions(store.root / "pending")
+        self._lock = locks if locks is not None else store.lock
 
     @property
     def provider(self) -> Provider:
@@ -204,7 +211,7 @@ class Gateway:
         found = self.store.lookup(key)
         if found.state == "ok":
             return self._hit(request, key, found.record, started, provider)
-        with self.store.lock(key):
+        with self._lock(key):
             found = self.store.lookup(key)  # another run may have made or mended it while we waited
             if found.state == "ok":
                 return self._hit(request, key, found.record, started, provider)
@@ -263,7 +270,7 @@ class Gateway:
 
     def _rebuild_record(self, request: GenerationRequest, key: str) -> dict | None:
         """A stored image whose record was lost: its ledger row says what it was and what it cost."""
-        made = [r for r in find_rows(self.ledger.folder, key) if r.request_key == key and r.status == "generated"]
+        made = [r for r in self.ledger.find(key) if r.request_key == key and r.status == "generated"]
         image = self.store.image_path(key)
         if not made:
             return None
@@ -291,7 +298,7 @@ class Gateway:
         request, provider = self.route(request)
         key = request.key(provider.name)
         if (record := self.store.get_text(key)) is None:
-            with self.store.lock(key):
+            with self._lock(key):
                 if (record := self.store.get_text(key)) is None:
                     self.pricebook.usable(request.endpoint)
                     estimate = self._price(request)
@@ -319,7 +326,7 @@ class Gateway:
         note = None
         found = self.store.lookup_file(key, suffix)
         if found.state != "ok":
-            with self.store.lock(key):
+            with self._lock(key):
                 found = self.store.lookup_file(key, suffix)
                 if found.state != "ok":
                     if found.state in ("damaged", "unrecorded"):
@@ -436,7 +443,7 @@ class Gateway:
         writing it and retiring the journal entry), or None."""
         if not request_id:
             return None
-        for r in find_rows(self.ledger.folder, request_id, since=sub.since):
+        for r in self.ledger.find(request_id, since=sub.since):
             if r.provider_request_id == request_id and r.billed_usd > 0:
                 return r.id
         return None

@@ -1,4 +1,6 @@
-"""The journal of paid submissions, one file per request key (``<store>/pending/<key>.json``).
+"""The journal of paid submissions, one file per request key (``<store>/pending/<key>.json``), or
+one row per key of a database's table when the money path's coordination is in PostgreSQL
+(``gateway/coordination``): a Submission writes through its ``journal``, the same rules either way.
 
 Never pay twice, never lose a charge:
 - before a provider sends a paid request it writes an *intent* (fsynced), and the moment the
@@ -21,12 +23,28 @@ from webtoon_assets.files import write_text_atomic
 from webtoon_assets.liveness import HOST
 
 
-class Submission:
-    """One key's journal entry, handed to the provider for one attempt."""
+class FileJournal:
+    """Where one key's entry is kept on one machine: ``<store>/pending/<key>.json``, written atomically
+    and fsynced. (With a database configured, the entry is a row: gateway/coordination/postgres.py.)"""
 
-    def __init__(self, path: Path, entry: dict[str, Any] | None):
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, entry: dict[str, Any]) -> None:
+        write_text_atomic(self.path, json.dumps(entry), durable=True)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class Submission:
+    """One key's journal entry, handed to the provider for one attempt. ``journal``: where the entry
+    is written (the file at ``path`` unless given)."""
+
+    def __init__(self, path: Path | None, entry: dict[str, Any] | None, journal: Any = None):
         self.path = path
         self.entry = entry
+        self.journal = journal if journal is not None else FileJournal(path)
 
     @property
     def resume(self) -> dict[str, Any] | None:
@@ -50,11 +68,11 @@ class Submission:
 
     def retire(self) -> None:
         self.entry = None
-        self.path.unlink(missing_ok=True)
+        self.journal.remove()
 
     def _write(self, entry: dict[str, Any]) -> None:
         self.entry = entry
-        write_text_atomic(self.path, json.dumps(entry), durable=True)
+        self.journal.write(entry)
 
 
 class Submissions:

@@ -69,6 +69,14 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
 
+    def rows(self, problems: list[LedgerProblem] | None = None) -> Iterator[LedgerRow]:
+        """Every whole row (damaged ones go to ``problems``): the same interface as the database ledger."""
+        return read_rows(self.folder, problems)
+
+    def find(self, needle: str, since: float = 0.0) -> Iterator[LedgerRow]:
+        """Rows that may name ``needle`` (a request key or a provider's request id): callers check the field."""
+        return find_rows(self.folder, needle, since)
+
     def close(self) -> None:
         with self._lock:
             if self._file is not None:

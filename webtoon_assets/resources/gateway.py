@@ -25,11 +25,11 @@ from pydantic import Field, PrivateAttr
 
 from webtoon_assets.bible import BibleError, Episode, ProseScript, Series, load_episode, load_series
 from webtoon_assets.gateway import GenerationRequest, GenerationResult
-from webtoon_assets.gateway.budget import BudgetExceeded, Budgets
+from webtoon_assets.gateway.budget import BudgetExceeded
+from webtoon_assets.gateway.coordination import open_coordination
 from webtoon_assets.gateway.gateway import Gateway, Preflight, TextResult
 from webtoon_assets.gateway.retry import AttemptPolicy, GenerationFailed
 from webtoon_assets.gateway.store import ImageStore
-from webtoon_assets.ledger import Ledger
 from webtoon_assets.manifests import ImageItem, ImageSet
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
@@ -91,7 +91,12 @@ class GatewayResource(ConfigurableResource):
                                                    "(WEBTOON_RETRY_ATTEMPTS, default 3)")
     nsfw_retries: int | None = Field(None, description="new-seed retries after an NSFW-flagged output "
                                                        "(WEBTOON_NSFW_RETRIES, default 2)")
+    database_url: str | None = Field(None, description="postgresql:// URL of the database where the money path's "
+                                                       "processes meet, on every machine: ledger, request locks, "
+                                                       "budgets, submission journal (WEBTOON_DATABASE_URL; unset = "
+                                                       "files under the data root, one machine)")
     _gateway: Gateway | None = PrivateAttr(default=None)
+    _coordination: Any = PrivateAttr(default=None)
     _run_id: str = PrivateAttr(default="")
 
     @property
@@ -108,26 +113,34 @@ class GatewayResource(ConfigurableResource):
             if self._gateway.budget is not None:
                 self._gateway.budget.close()
             self._gateway = None
+        if self._coordination is not None:
+            self._coordination.close()
+            self._coordination = None
 
     def _open(self) -> Gateway:
         """The gateway library, started on first use, so a step that never generates starts no provider."""
         if self._gateway is None:
             layout = self.layout
             sweep_temp_files(layout.root)  # temp files left by writers that were killed
+            if layout.root not in layout.store.parents:  # a shared store (WEBTOON_STORE_DIR)
+                sweep_temp_files(layout.store)
             cap = self.max_run_usd or os.environ.get("WEBTOON_MAX_RUN_USD", "")
             policy = AttemptPolicy.from_env()
             policy = AttemptPolicy(attempts=self.attempts or policy.attempts, base_seconds=policy.base_seconds,
                                    max_seconds=policy.max_seconds,
                                    nsfw_retries=policy.nsfw_retries if self.nsfw_retries is None else self.nsfw_retries)
+            # files under the data root, or one database every machine reaches (WEBTOON_DATABASE_URL)
+            coordination = self._coordination = open_coordination(layout, self.database_url)
             self._gateway = Gateway(
                 store=ImageStore(layout.store),
                 provider=self.provider.open(layout.store),
-                ledger=Ledger(layout.ledger_dir),
+                ledger=coordination.ledger,
                 pricebook=load_pricebook(layout.pricebook),
-                budget=Budgets(layout.budgets_db, layout.ledger_dir, self._run_id,
-                               per_run_usd=Decimal(cap) if cap else None),
+                budget=coordination.budgets(self._run_id, per_run_usd=Decimal(cap) if cap else None),
                 run_id=self._run_id,
                 retry=policy,
+                locks=coordination.lock,
+                submissions=coordination.submissions,
             )
         return self._gateway
 
