@@ -41,8 +41,9 @@ init: install
 demo: install
 	$(BIN)/webtoon demo
 
+# loadgroup: a module whose tests share a season made once (xdist_group) runs on one worker, not two
 test: install
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 ui: init
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)

@@ -100,11 +100,9 @@ def test_an_episode_over_budget_is_refused_whole_before_anything_is_made(instanc
 
 
 # -- issue 9: budgets hold across processes ---------------------------------------------------------
-def _spend_in_child(root: str, n: int, out) -> None:
+def spend_three(gw, n: int) -> list[str]:
+    """Process ``n``'s three requests on episode s/ep01 at once: "ok" or "refused" each."""
     from concurrent.futures import ThreadPoolExecutor
-    root_ = Path(root)
-    budget = Budgets(root_ / "budgets.sqlite", root_ / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
-    gw = make_gateway(root_, CountingProvider(delay=0.4), budget=budget)
 
     def one(i: int) -> str:
         try:
@@ -113,7 +111,13 @@ def _spend_in_child(root: str, n: int, out) -> None:
         except BudgetExceeded:
             return "refused"
     with ThreadPoolExecutor(3) as pool:
-        out.put(list(pool.map(one, range(n * 10, n * 10 + 3))))
+        return list(pool.map(one, range(n * 10, n * 10 + 3)))
+
+
+def _spend_in_child(root: str, n: int, out) -> None:
+    root_ = Path(root)
+    budget = Budgets(root_ / "budgets.sqlite", root_ / "ledger", per_episode={("s", "ep01"): Decimal("0.012")})
+    out.put(spend_three(make_gateway(root_, CountingProvider(delay=0.4), budget=budget), n))
 
 
 def test_processes_on_one_episode_never_together_exceed_its_budget(tmp_path):

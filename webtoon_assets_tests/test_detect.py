@@ -6,15 +6,15 @@ character the model does not find keeps its PANEL-line band."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance
 from PIL import Image
 
 from webtoon_assets.consistency import character_crop
-from webtoon_assets.consistency.detect import OFFLINE_NOTE, Detection, panel_line_boxes, parse_boxes
+from webtoon_assets.consistency.detect import OFFLINE_NOTE, Detection, VisionDetector, panel_line_boxes, parse_boxes
 from webtoon_assets.definitions import build_definitions
+from webtoon_assets.gateway import Attribution
 from webtoon_assets.demo import run_season
 from webtoon_assets.letter import layout as letter_layout
 from webtoon_assets.ledger import read_rows
@@ -52,6 +52,42 @@ def test_a_detection_says_what_was_found_and_what_was_assumed():
     d = Detection({"mira": (0.6, 0.1, 0.9, 0.9), "tomas": (0.5, 0.1, 1.0, 0.9)}, "vision-judge", ["tomas"])
     assert d.found == ["mira"] and d.describe() == "vision-judge; panel-line band for tomas (not found)"
     assert Detection(panel_line_boxes(["mira"]), OFFLINE_NOTE).found == []  # offline nothing was found
+
+
+class _Answer:
+    """What the gateway returns for a text request, as the detector reads it."""
+
+    def __init__(self, text: str, provider: str = "fal"):
+        self.text, self.row = text, type("Row", (), {"provider": provider})()
+
+
+class _Judge:
+    def __init__(self, text: str, provider: str = "fal"):
+        self.answer, self.asked = _Answer(text, provider), []
+
+    def generate_text(self, request):
+        self.asked.append(request)
+        return self.answer
+
+
+def test_a_character_the_judge_does_not_find_keeps_its_band(tmp_path):
+    panel = tmp_path / "p05.png"
+    Image.new("RGB", (64, 48), "white").save(panel)
+    judge = _Judge('{"boxes": {"mira": [0.55, 0.15, 0.95, 0.95], "tomas": null}}')
+    who = Attribution(series=SAMPLE, episode="ep01", asset="panels", item="detect")
+    found = VisionDetector(judge, JUDGE, {"model": "m"}, who, {"mira": "Mira", "tomas": "Tomas"}).detect(
+        panel, ["mira", "tomas"], "p05")
+    assert found.boxes == {"mira": (0.55, 0.15, 0.95, 0.95), "tomas": (0.5, 0.1, 1.0, 0.9)}  # tomas: his band
+    assert found.found == ["mira"] and found.describe() == "vision-judge; panel-line band for tomas (not found)"
+    asked, = judge.asked
+    assert asked.attribution.item == "p05~detect" and asked.references[0].role == "panel"
+    assert "mira: Mira; tomas: Tomas" in asked.arguments["prompt"]  # the ids, and who they are
+    assert json.loads(asked.stand_in) == {"boxes": {"mira": [0.0, 0.1, 0.5, 0.9], "tomas": [0.5, 0.1, 1.0, 0.9]}}
+    # offline the renderer's stand-in answer is the PANEL line, said to be one
+    offline = VisionDetector(_Judge(asked.stand_in, "local"), JUDGE, {}, who, {}).detect(panel, ["mira", "tomas"], "p05")
+    assert offline.source == OFFLINE_NOTE and offline.found == [] and offline.boxes == panel_line_boxes(["mira", "tomas"])
+    with pytest.raises(ValueError, match="asked for boxes"):
+        VisionDetector(_Judge("no idea"), JUDGE, {}, who, {}).detect(panel, ["mira"], "p05")
 
 
 # -- what the boxes steer ----------------------------------------------------------------------------
@@ -104,9 +140,6 @@ def test_offline_the_panel_line_stands_in_and_is_quoted(layout, tmp_path):
         lettered = inst.get_latest_materialization_event(AssetKey([SAMPLE, "lettered_panels"])).asset_materialization
         assert lettered.metadata["tails_from_detected_boxes"].value == 0
 
-        again, = run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
-        rerun = [r for r in read_rows(layout.ledger_dir) if r.run_id == again and r.item.endswith("~detect")]
-        assert len(rerun) == len(WITH_CHARACTERS) and all(r.status == "cached" for r in rerun)
 
 
 # -- on the fake fal: found, paid once, and steering the tails ------------------------------------------
@@ -146,17 +179,3 @@ def test_on_fal_boxes_are_found_paid_once_and_steer_the_crops_and_tails(layout, 
         again, = run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
         assert fake_fal.stats()["counts"]["paid"] == paid
         assert all(r.status == "cached" for r in read_rows(layout.ledger_dir) if r.run_id == again)
-
-
-def test_on_fal_a_character_not_found_keeps_its_band(layout, tmp_path, fake_fal):
-    edit_series(layout, **{"consistency.detector": "vision-judge"})
-    fake_fal.configure(text_output='{"score": 90}',
-                       detect_output=json.dumps({"boxes": {"mira": [0.55, 0.15, 0.95, 0.95], "tomas": None}}))
-    (tmp_path / "d").mkdir()
-    with DagsterInstance.local_temp(str(tmp_path / "d")) as inst:
-        run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01"])
-        p05 = {i["item"]: i for i in panels_manifest(layout)["items"]}["p05"]
-        assert p05["boxes"]["tomas"] == [0.5, 0.1, 1.0, 0.9] and p05["boxes_detected"] == ["mira"]
-        assert p05["boxes_source"] == "vision-judge; panel-line band for tomas (not found)"
-        meta = inst.get_latest_materialization_event(AssetKey([SAMPLE, "panels"])).asset_materialization.metadata
-        assert "p05: tomas (panel-line band used)" in meta["characters_not_found"].value

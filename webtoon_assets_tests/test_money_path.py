@@ -281,11 +281,8 @@ def _webtoon(*args: str, env: dict[str, str]) -> "subprocess.CompletedProcess[st
                           env={**os.environ, **env}, timeout=120)
 
 
-def test_costs_names_unknowns_verify_finds_damage_and_reconcile_settles(fake_fal, tmp_path):
-    from webtoon_assets_tests.conftest import fresh_data_root
-    layout = fresh_data_root(tmp_path / "data")
-    gw = Gateway(ImageStore(layout.store), select_provider("", None, layout.store), Ledger(layout.ledger_dir),
-                 load_pricebook(layout.pricebook))
+def leave_an_unknown(gw: Gateway, fake_fal) -> None:
+    """A request fal accepted but whose answer was lost (an ``unknown`` row), then one made."""
     fake_fal.configure(faults=[{"kind": "accept_drop", "count": 1}], admin_key=ADMIN_KEY)
     try:
         with pytest.raises(GenerationFailed):
@@ -293,7 +290,15 @@ def test_costs_names_unknowns_verify_finds_damage_and_reconcile_settles(fake_fal
         gw.generate(panel_request("a second panel"))
     finally:
         gw.provider.close()
-        gw.ledger.close()
+
+
+def test_costs_names_unknowns_verify_finds_damage_and_reconcile_settles(fake_fal, tmp_path):
+    from webtoon_assets_tests.conftest import fresh_data_root
+    layout = fresh_data_root(tmp_path / "data")
+    gw = Gateway(ImageStore(layout.store), select_provider("", None, layout.store), Ledger(layout.ledger_dir),
+                 load_pricebook(layout.pricebook))
+    leave_an_unknown(gw, fake_fal)
+    gw.ledger.close()
     env = {**fake_fal.env(), "WEBTOON_DATA_DIR": str(layout.root), "FAL_ADMIN_KEY": ADMIN_KEY}
 
     costs = _webtoon("costs", env=env)

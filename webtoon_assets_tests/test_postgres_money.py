@@ -37,7 +37,7 @@ from webtoon_assets.gateway import Gateway, ImageStore
 from webtoon_assets.gateway.budget import BudgetExceeded
 from webtoon_assets.gateway.coordination import open_coordination
 from webtoon_assets.gateway.coordination import postgres as pg
-from webtoon_assets.gateway.coordination.postgres import Database, PgCoordination, export_ledger
+from webtoon_assets.gateway.coordination.postgres import PgCoordination, export_ledger
 from webtoon_assets.gateway.providers import select_provider
 from webtoon_assets.gateway.retry import AttemptPolicy, GenerationFailed
 from webtoon_assets.ledger import Ledger, LedgerRow, read_rows
@@ -196,26 +196,14 @@ def test_a_killed_holders_request_lock_is_freed(pg_url, tmp_path):
 
 
 # -- budgets ------------------------------------------------------------------------------------------
-def _flash(i: int):
-    from webtoon_assets_tests.test_budget import flash
-    return flash(i)
-
 
 def _spend_in_child(url: str, root: str, n: int, out) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    from webtoon_assets_tests.test_budget import spend_three
     c = PgCoordination(url)
     budget = c.budgets(per_episode={("s", "ep01"): Decimal("0.012")})
     gw = Gateway(ImageStore(Path(root) / "store"), CountingProvider(delay=0.4), c.ledger, load_pricebook(BOOK),
                  budget=budget, locks=c.lock, submissions=c.submissions)
-
-    def one(i: int) -> str:
-        try:
-            gw.generate(_flash(i))
-            return "ok"
-        except BudgetExceeded:
-            return "refused"
-    with ThreadPoolExecutor(3) as pool:
-        out.put(list(pool.map(one, range(n * 10, n * 10 + 3))))
+    out.put(spend_three(gw, n))
     budget.close()
     c.close()
 
@@ -367,16 +355,10 @@ def test_a_request_id_is_billed_once_when_a_crash_came_after_its_row(pg_url, fak
 def test_costs_verify_and_reconcile_read_and_settle_the_database_ledger(pg_url, fake_fal, tmp_path):
     """`webtoon costs`, `ledger verify` and `reconcile` with WEBTOON_DATABASE_URL: an unknown outcome in
     the table is named, then settled by a `reconciled` row appended to the table."""
-    from webtoon_assets_tests.test_money_path import ADMIN_KEY, _webtoon
+    from webtoon_assets_tests.test_money_path import ADMIN_KEY, _webtoon, leave_an_unknown
     layout = fresh_data_root(tmp_path / "data")
     gw, c = pg_gateway(tmp_path, pg_url)
-    fake_fal.configure(faults=[{"kind": "accept_drop", "count": 1}], admin_key=ADMIN_KEY)
-    try:
-        with pytest.raises(GenerationFailed):
-            gw.generate(panel_request())
-        gw.generate(panel_request("a second panel"))
-    finally:
-        gw.provider.close()
+    leave_an_unknown(gw, fake_fal)
     env = {**fake_fal.env(), "WEBTOON_DATA_DIR": str(layout.root), "FAL_ADMIN_KEY": ADMIN_KEY,
            "WEBTOON_DATABASE_URL": pg_url}
     costs = _webtoon("costs", env=env)
