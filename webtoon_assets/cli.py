@@ -410,7 +410,7 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
     from webtoon_assets.gateway.coordination import open_coordination
     from webtoon_assets.gateway.gateway import Gateway
     from webtoon_assets.gateway.providers import NoProvider, select_provider
-    from webtoon_assets.gateway.store import ImageStore
+    from webtoon_assets.gateway.remote_store import open_store
     from webtoon_assets.pricing import QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
 
     layout = DataLayout.default()
@@ -435,11 +435,11 @@ def cmd_quote_episode(args: argparse.Namespace) -> int:
     # no budget to check, Gateway.preflight only reads the store. The ledger opens on a first row: never
     # (nor does a database's connection).
     try:
-        coordination = open_coordination(layout)
+        store, coordination = open_store(layout), open_coordination(layout)  # WEBTOON_STORE_URL, _DATABASE_URL
     except ValueError as e:
         print(f"webtoon quote: {e}", file=sys.stderr)
         return 2
-    gw = Gateway(store=ImageStore(layout.store), provider=provider, ledger=coordination.ledger,
+    gw = Gateway(store=store, provider=provider, ledger=coordination.ledger,
                  pricebook=book, budget=None, run_id="quote", locks=coordination.lock,
                  submissions=coordination.submissions)
     try:

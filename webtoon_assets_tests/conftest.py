@@ -40,7 +40,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch, _dagster_home: Path) -> None:
                 "TOGETHER_API_KEY", "REPLICATE_API_TOKEN", "WEBTOON_PROVIDER", "WEBTOON_MAX_RUN_USD",
                 "WEBTOON_CREDITS_PER_USD", "WEBTOON_PRICEBOOK",
                 # nor their database or shared store: a test that wants PostgreSQL starts its own
-                "WEBTOON_DATABASE_URL", "WEBTOON_STORE_DIR", "WEBTOON_INSTANCE_CONFIG", "DAGSTER_PG_URL"):
+                "WEBTOON_DATABASE_URL", "WEBTOON_STORE_DIR", "WEBTOON_STORE_URL", "WEBTOON_INSTANCE_CONFIG",
+                "DAGSTER_PG_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("DAGSTER_HOME", str(_dagster_home))

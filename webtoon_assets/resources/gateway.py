@@ -29,7 +29,7 @@ from webtoon_assets.gateway.budget import BudgetExceeded
 from webtoon_assets.gateway.coordination import open_coordination
 from webtoon_assets.gateway.gateway import Gateway, Preflight, TextResult
 from webtoon_assets.gateway.retry import AttemptPolicy, GenerationFailed
-from webtoon_assets.gateway.store import ImageStore
+from webtoon_assets.gateway.remote_store import RemoteStoreError, StoreConfigError, open_store
 from webtoon_assets.manifests import ImageItem, ImageSet
 from webtoon_assets.paths import DataLayout
 from webtoon_assets.pricing import PriceBook, QuoteError, RetiredEndpoint, UnknownEndpoint, load_pricebook
@@ -42,7 +42,7 @@ from webtoon_assets.temps import sweep_temp_files
 # What the gateway refuses with (a budget, a price, a failed generation, a bad input, a provider that
 # cannot start): a step failure that names the cause, never retried by Dagster (a retry pays again).
 REFUSALS = (BudgetExceeded, UnknownEndpoint, RetiredEndpoint, QuoteError, GenerationFailed, BibleError,
-            ProviderConfigError, NoProvider)
+            ProviderConfigError, NoProvider, StoreConfigError, RemoteStoreError)
 FINISHING_THREADS = 2  # publish, thumbnail and score results beside the requests in flight
 
 
@@ -132,7 +132,7 @@ class GatewayResource(ConfigurableResource):
             # files under the data root, or one database every machine reaches (WEBTOON_DATABASE_URL)
             coordination = self._coordination = open_coordination(layout, self.database_url)
             self._gateway = Gateway(
-                store=ImageStore(layout.store),
+                store=open_store(layout, self.database_url),  # WEBTOON_STORE_URL: a shared store behind it
                 provider=self.provider.open(layout.store),
                 ledger=coordination.ledger,
                 pricebook=load_pricebook(layout.pricebook),
