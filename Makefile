@@ -41,9 +41,10 @@ init: install
 demo: install
 	$(BIN)/webtoon demo
 
-# loadgroup: a module whose tests share a season made once (xdist_group) runs on one worker, not two
+# Three workers on two cores: much of a test is waiting (on a fake platform, a server, a subprocess).
+# loadfile: a module's tests run on one worker, in order, so a season a module makes once is made once.
 test: install
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(BIN)/pytest -n 3 --dist loadfile -q
 
 ui: init
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)

@@ -40,10 +40,6 @@ def sql(layout, query: str, *params):
         con.close()
 
 
-# The module's season is made once: its tests share one xdist worker (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("costs_season")
-
-
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory):
     """The whole sample season, offline, with a planned length of 3: fully produced. Made once."""

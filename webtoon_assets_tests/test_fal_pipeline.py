@@ -138,12 +138,13 @@ def test_a_run_killed_mid_episode_pays_only_for_what_was_not_finished(fake_fal, 
     # every distinct request paid exactly once: what was in flight at the kill was resumed, not resubmitted.
     # The one exception is documented: a submission whose answer fal had not given when the kill came
     # (an intent journalled, no request id) is recorded `unknown` at its quote, and asked anew; on a
-    # loaded machine the kill can land in that instant. Its second payment is then in the ledger.
+    # loaded machine the kill can land in that instant. Whether that first submission reached fal at all
+    # nobody knows: fal billed it once or not at all, and the ledger counts it at its quote either way.
     orphans = [r for r in rows if r.status == "unknown"]
     assert len({r.request_key for r in generated}) == len(generated) == 15
     assert all(r.billed_usd == r.list_usd > 0 and "crashed while submitting" in r.error for r in orphans)
     assert {r.request_key for r in orphans} <= {r.request_key for r in generated}
-    assert fake_fal.stats()["counts"]["paid"] == 15 + len(orphans)
+    assert 15 <= fake_fal.stats()["counts"]["paid"] <= 15 + len(orphans)
     if not orphans:
         assert_each_request_paid_once(fake_fal)
     assert {r.request_key for r in generated} >= in_flight

@@ -27,10 +27,6 @@ from webtoon_assets_tests.conftest import SAMPLE, produced_season
 EPISODES = ("ep01", "ep02", "ep03")
 
 
-# The module's season is made once: its tests share one xdist worker (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("publish_season")
-
-
 @pytest.fixture(scope="module")
 def season(tmp_path_factory):
     """The sample season produced offline once for this module."""
