@@ -185,17 +185,21 @@ def test_a_paid_unusable_result_is_billed_once_and_the_next_run_decides_afresh(r
     assert_books_balance(tmp_path, fake_fal)
 
 
-def test_a_request_id_is_billed_once_when_a_crash_came_after_its_row(runs, fake_fal, tmp_path):
-    """Crash between writing the billed row and retiring the journal: the next run resumes the
-    same request (no new submission) and records it at $0, naming the row that billed it."""
-    gw = runs()
-
+def crash_after_the_row(gw: Gateway) -> None:
+    """A paid request whose ledger row is written, then the disk fills before its image is stored:
+    the journal entry is never retired."""
     def disk_full(*a, **k):
         raise OSError("No space left on device")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gw.store, "commit", disk_full)
         with pytest.raises(OSError):
             gw.generate(panel_request())
+
+
+def test_a_request_id_is_billed_once_when_a_crash_came_after_its_row(runs, fake_fal, tmp_path):
+    """Crash between writing the billed row and retiring the journal: the next run resumes the
+    same request (no new submission) and records it at $0, naming the row that billed it."""
+    crash_after_the_row(runs())
     result = runs().generate(panel_request())
     assert result.status == "generated"
     first, second = read_rows(tmp_path / "ledger")

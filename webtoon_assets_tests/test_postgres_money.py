@@ -27,7 +27,6 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import psycopg2
 import pytest
 import yaml
@@ -43,7 +42,7 @@ from webtoon_assets.gateway.retry import AttemptPolicy, GenerationFailed
 from webtoon_assets.ledger import Ledger, LedgerRow, read_rows
 from webtoon_assets.paths import REPO_ROOT, DataLayout
 from webtoon_assets.pricing import load_pricebook
-from webtoon_assets_tests.conftest import SAMPLE, fresh_data_root
+from webtoon_assets_tests.conftest import SAMPLE, cost_sql, fresh_data_root
 from webtoon_assets_tests.fal_harness import start_fake_fal
 from webtoon_assets_tests.pg_harness import postgres  # noqa: F401 - the session fixture
 from webtoon_assets_tests.test_fal_faults import PAID, panel_request
@@ -332,14 +331,9 @@ def test_a_crash_after_acceptance_is_resumed_from_the_table_not_paid_again(pg_ur
 
 
 def test_a_request_id_is_billed_once_when_a_crash_came_after_its_row(pg_url, fake_fal, tmp_path):
+    from webtoon_assets_tests.test_money_path import crash_after_the_row
     gw, c = pg_gateway(tmp_path, pg_url)
-
-    def disk_full(*a, **k):
-        raise OSError("No space left on device")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gw.store, "commit", disk_full)
-        with pytest.raises(OSError):
-            gw.generate(panel_request())
+    crash_after_the_row(gw)
     gw.provider.close()
     gw2, _ = pg_gateway(tmp_path, pg_url)
     try:
@@ -412,21 +406,13 @@ def test_cost_tables_from_the_database_equal_those_from_the_files(pg_url, tmp_pa
     assert refresh_cost_tables(files, log=pytest.fail) and refresh_cost_tables(database, log=pytest.fail,
                                                                                 database_url=pg_url)
     q = "SELECT * EXCLUDE (ledger_file) FROM generations ORDER BY id"
-    assert cost_rows(files, q) == cost_rows(database, q) and len(cost_rows(files, q)) == 6
+    assert cost_sql(files, q) == cost_sql(database, q) and len(cost_sql(files, q)) == 6
     for view in ("episode_spend", "asset_spend", "model_spend", "amortization", "projection"):
-        assert cost_rows(files, f"SELECT * FROM {view} ORDER BY ALL") == cost_rows(database, f"SELECT * FROM {view} ORDER BY ALL")
+        assert cost_sql(files, f"SELECT * FROM {view} ORDER BY ALL") == cost_sql(database, f"SELECT * FROM {view} ORDER BY ALL")
     c.ledger.append(row(7, series=SAMPLE, episode="ep03"))  # the next refresh reads only the new row
     assert refresh_cost_tables(database, log=pytest.fail, database_url=pg_url)
-    assert cost_rows(database, "SELECT count(*) FROM generations") == [(7,)]
+    assert cost_sql(database, "SELECT count(*) FROM generations") == [(7,)]
     c.close()
-
-
-def cost_rows(layout: DataLayout, query: str) -> list[tuple]:
-    con = duckdb.connect(str(layout.duckdb_path), read_only=True)
-    try:
-        return con.execute(query).fetchall()
-    finally:
-        con.close()
 
 
 def test_unset_means_the_files_of_one_machine(tmp_path, monkeypatch):
@@ -485,7 +471,7 @@ SPEND_VIEWS = {  # per episode, asset family and model: what was spent and made 
 
 
 def spend_tables(layout: DataLayout) -> dict[str, list[tuple]]:
-    return {view: cost_rows(layout, f"SELECT {cols} FROM {view} ORDER BY ALL") for view, cols in SPEND_VIEWS.items()}
+    return {view: cost_sql(layout, f"SELECT {cols} FROM {view} ORDER BY ALL") for view, cols in SPEND_VIEWS.items()}
 
 
 def test_two_machines_backfilling_the_same_episodes_pay_each_request_once(postgres, fake_fal, tmp_path):  # noqa: F811
@@ -560,7 +546,7 @@ def test_two_machines_backfilling_the_same_episodes_pay_each_request_once(postgr
     assert refresh_cost_tables(alone, log=notes.append) is not None, notes
     assert notes == []
     assert spend_tables(roots[0]) == spend_tables(alone)
-    assert cost_rows(roots[0], "SELECT count(*) FROM generations") == [(len(rows),)]
+    assert cost_sql(roots[0], "SELECT count(*) FROM generations") == [(len(rows),)]
     print(f"\ntwo machines: {submitted} submissions, {len(per_body)} distinct bodies, max {max(per_body.values())} "
           f"per body; billed ${billed} (fake fal ${stats['billed_usd']}); made {made_by}, hits {hits_by}; "
           f"per episode {dict(per_episode)}; backfill {[d['seconds'] for d in done]} s, wall {wall:.1f} s")
