@@ -246,10 +246,13 @@ class Handler(JsonHandler):
             time.sleep(min(0.02, max(0.0, end - time.time())))
         return self.state.generation == gen
 
+    def _credential(self, platform: str) -> str:
+        """The platform's credential header as sent (BFL and Gemini a key header, the others a bearer)."""
+        return self.headers.get({"bfl": "x-key", "gemini": "x-goog-api-key"}.get(platform, "Authorization")) or ""
+
     def _authorized(self, platform: str) -> bool:
         key = self.state.keys[platform]
-        offered = {"bfl": self.headers.get("x-key"), "gemini": self.headers.get("x-goog-api-key")}.get(
-            platform, (self.headers.get("Authorization") or "").removeprefix("Bearer "))
+        offered = self._credential(platform).removeprefix("Bearer ")
         if offered == key:
             return True
         # Echoes the offered key, as a careless API might: the provider must redact it.
@@ -270,8 +273,9 @@ class Handler(JsonHandler):
         self._count_connection(platform)
         return platform, parts[1:], parse_qs(url.query)
 
-    def _submit_fault(self, platform: str, prompt: str, key_echo: str) -> bool:
+    def _submit_fault(self, platform: str, prompt: str) -> bool:
         """Serve a fault of the submit phase (nothing taken). True when one was served."""
+        key_echo = self._credential(platform)
         st = self.state
         with st.lock:
             st.platforms[platform].counts["submit_attempts"] += 1
@@ -404,7 +408,7 @@ class Handler(JsonHandler):
         if not self._authorized("bfl"):
             return
         prompt = str(body.get("prompt", ""))
-        if self._submit_fault("bfl", prompt, self.headers.get("x-key", "")):
+        if self._submit_fault("bfl", prompt):
             return
         if model not in BFL_RATES:
             return self._send(404, {"detail": "Not Found"})
@@ -484,7 +488,7 @@ class Handler(JsonHandler):
             return
         parts = [p for c in body.get("contents") or [] for p in c.get("parts") or []]
         prompt = " ".join(str(p["text"]) for p in parts if "text" in p)
-        if self._submit_fault("gemini", prompt, self.headers.get("x-goog-api-key", "")):
+        if self._submit_fault("gemini", prompt):
             return
         if not model.startswith("gemini-") or "image" not in model:
             return self._send(404, {"error": {"code": 404, "message": f"models/{model} is not found",
@@ -550,7 +554,7 @@ class Handler(JsonHandler):
         if not self._authorized("together"):
             return
         prompt = str(body.get("prompt", ""))
-        if self._submit_fault("together", prompt, self.headers.get("Authorization", "")):
+        if self._submit_fault("together", prompt):
             return
         model = body.get("model")
         if model not in TOGETHER_MODELS:
@@ -621,7 +625,7 @@ class Handler(JsonHandler):
             return
         inp = body.get("input") or {}
         prompt = str(inp.get("prompt", ""))
-        if self._submit_fault("replicate", prompt, self.headers.get("Authorization", "")):
+        if self._submit_fault("replicate", prompt):
             return
         if model not in REPLICATE_PRICES:
             return self._send(404, {"detail": "The requested resource could not be found.", "status": 404})

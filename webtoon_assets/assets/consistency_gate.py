@@ -27,7 +27,7 @@ from dagster import AssetCheckResult, Failure, MetadataValue
 
 from webtoon_assets.assets.checks import ConsistencyScores, scorer_kind
 from webtoon_assets.consistency import Scorer, make_scorer
-from webtoon_assets.consistency.detect import Detection, make_detector
+from webtoon_assets.consistency.detect import PANEL_LINE, Detection, make_detector, panel_line_boxes
 from webtoon_assets.consistency.gate import GateOutcome, GateStop, Take, retake_request, run_gate
 from webtoon_assets.gateway import Attribution, GenerationRequest, GenerationResult
 from webtoon_assets.manifests import ImageItem, ImageSet, PanelGate, Storyboard, TakeRecord
@@ -183,7 +183,7 @@ class ConsistencyGate:
             label = it.item if kept is None or kept.best.n == 0 else kept.best.result.request.attribution.item
             found = self.detections.get(label)
             if found is None:  # no characters, or not looked at: the PANEL line's order
-                found = make_detector("panel-line").detect(Path(it.path), self.plans[it.item].characters, label)
+                found = Detection(panel_line_boxes(self.plans[it.item].characters), PANEL_LINE)
             items.append(it.model_copy(update={"boxes": {c: list(b) for c, b in found.boxes.items()},
                                                "boxes_source": found.describe(),
                                                "boxes_detected": found.found}))

@@ -200,10 +200,10 @@ def model_trial_asset(series_id: str, candidates: list[str]) -> AssetsDefinition
             planned_training = [training_request(planned)] if trains else []
             planned_lora = None
             if trains:
-                held = s.gateway.store.lookup_file(s.gateway.key(planned_training[0]))
-                planned_lora = (lora_of(str(s.gateway.store.file_path(s.gateway.key(planned_training[0]))),
-                                        held.record["sha256"]) if held.state == "ok" else
-                                lora_of("", "planned:trial-lora"))
+                lora_key = s.gateway.key(planned_training[0])
+                held = s.gateway.store.lookup_file(lora_key)
+                planned_lora = (lora_of(str(s.gateway.store.file_path(lora_key)), held.record["sha256"])
+                                if held.state == "ok" else lora_of("", "planned:trial-lora"))
             s.preflight([base_request, *planned_training, *variation_requests(planned, planned_lora),
                          *packed_requests(planned, planned_packs([planned, *blanks], packing))],
                         f"model trial of {endpoint}", budget_usd=t.budget_usd)

@@ -301,7 +301,7 @@ class PgLedger:
     def rows(self, problems: list[LedgerProblem] | None = None) -> Iterator[LedgerRow]:
         """Every row in id (commit) order, read from its line: a damaged line (which only someone
         bypassing the trigger could make) goes to ``problems``, as the file ledger's readers report it."""
-        for rid, line in self._lines("id > 0", ()):
+        for rid, line in ledger_lines(self.db):
             try:
                 yield parse_line(line)
             except DamagedRow as e:
@@ -324,20 +324,22 @@ class PgLedger:
             except DamagedRow:
                 continue
 
-    def _lines(self, condition: str, args: tuple) -> Iterator[tuple[int, str]]:
-        """(id, line) of the rows matching, streamed through a server-side cursor on a connection of its own."""
-        con = self.db.connect(autocommit=False)
-        try:
-            with con.cursor(name=f"webtoon_ledger_{uuid.uuid4().hex[:8]}") as cur:
-                cur.itersize = 5000
-                cur.execute(f"SELECT id, line FROM webtoon_ledger WHERE {condition} ORDER BY id", args)
-                yield from cur
-            con.commit()
-        finally:
-            con.close()
-
     def close(self) -> None:
         self._session.close()
+
+
+def ledger_lines(db: Database, after: int = 0) -> Iterator[tuple[int, str]]:
+    """(id, line) of the rows after id ``after``, in id (commit) order, streamed through a server-side
+    cursor on a connection of its own."""
+    con = db.connect(autocommit=False)
+    try:
+        with con.cursor(name=f"webtoon_ledger_{uuid.uuid4().hex[:8]}") as cur:
+            cur.itersize = 10000
+            cur.execute("SELECT id, line FROM webtoon_ledger WHERE id > %s ORDER BY id", (after,))
+            yield from cur
+        con.commit()
+    finally:
+        con.close()
 
 
 # -- request locks ------------------------------------------------------------------------------------
@@ -627,36 +629,30 @@ def export_ledger(db: Database, mirror_root: Path) -> Path:
                               durable=True)
 
         out = None
-        con = db.connect(autocommit=False)
         try:
-            with con.cursor(name=f"webtoon_export_{uuid.uuid4().hex[:8]}") as cur:
-                cur.itersize = 10000
-                cur.execute("SELECT id, line FROM webtoon_ledger WHERE id > %s ORDER BY id", (last_id,))
-                pending = 0
-                for rid, line in cur:
-                    if out is not None and size >= EXPORT_SEGMENT_BYTES:  # full: whole and recorded first
-                        out.flush()
-                        os.fsync(out.fileno())
-                        out.close()
-                        out = None
-                        save()
-                    if out is None:
-                        if not segment or size >= EXPORT_SEGMENT_BYTES:
-                            segment, size = f"{rid:015d}.jsonl", 0
-                        out = open(folder / segment, "ab")
-                    data = line.encode("utf-8")
-                    out.write(data)
-                    size += len(data)
-                    last_id = rid
-                    pending += 1
-                    if pending >= 10000:
-                        out.flush()
-                        os.fsync(out.fileno())
-                        save()
-                        pending = 0
-            con.commit()
+            pending = 0
+            for rid, line in ledger_lines(db, last_id):
+                if out is not None and size >= EXPORT_SEGMENT_BYTES:  # full: whole and recorded first
+                    out.flush()
+                    os.fsync(out.fileno())
+                    out.close()
+                    out = None
+                    save()
+                if out is None:
+                    if not segment or size >= EXPORT_SEGMENT_BYTES:
+                        segment, size = f"{rid:015d}.jsonl", 0
+                    out = open(folder / segment, "ab")
+                data = line.encode("utf-8")
+                out.write(data)
+                size += len(data)
+                last_id = rid
+                pending += 1
+                if pending >= 10000:
+                    out.flush()
+                    os.fsync(out.fileno())
+                    save()
+                    pending = 0
         finally:
-            con.close()
             if out is not None:
                 out.flush()
                 os.fsync(out.fileno())
