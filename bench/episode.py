@@ -1,5 +1,6 @@
 """The bench's season: a copy of the sample series in a temporary data root, with one long
-episode (68 panels by default, the cost study's episode size) over its four places."""
+episode (68 panels by default, the cost study's episode size) over its four places, lettered as a
+real episode is (dialogue, thoughts, captions, sound effects)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ CASTS = [["mira"], ["mira", "tomas"], ["tomas"], ["mira", "juno"], ["juno"], ["t
 PLACES = ["lantern_shop", "rain_alley", "harbor_market", "clocktower_roof"]
 
 
+def lettering(n: int, cast: list[str]) -> list[str]:
+    """What a panel says, as a real episode's panels do: a line from each character in it (one as a
+    thought), a caption on every fourth panel, a sound effect on every sixth; some panels are silent."""
+    out = [f"CAPTION: Hour {n // 8 + 1} of the longest night." for _ in range(n % 4 == 0)]
+    for i, who in enumerate(cast):
+        kind = " (thought)" if (n + i) % 5 == 0 else ""
+        out.append(f"{who.upper()}{kind}: Line {n + 1}.{i + 1}, the lanterns still will not light, and the rain goes on.")
+    return out + [f"SFX: CREAK {n + 1}" for _ in range(n % 6 == 5)]
+
+
 def long_episode(panels: int, tag: str = "") -> str:
     """A script of ``panels`` distinct panels over four scenes (``tag`` makes episodes differ)."""
     lines = [f"Title: Benchmark Night {tag}".rstrip(), ""]
@@ -31,7 +42,8 @@ def long_episode(panels: int, tag: str = "") -> str:
             if n == panels:
                 break
             cast = CASTS[n % len(CASTS)]
-            lines += [f"PANEL {SHOTS[n % len(SHOTS)]}: {', '.join(cast)}", f"Beat number {n + 1} of the night{' ' + tag if tag else ''}.", ""]
+            lines += [f"PANEL {SHOTS[n % len(SHOTS)]}: {', '.join(cast)}", f"Beat number {n + 1} of the night{' ' + tag if tag else ''}."]
+            lines += lettering(n, cast) + [""]
             n += 1
     return "\n".join(lines)
 

@@ -37,7 +37,8 @@ CONFIG_ENV = "WEBTOON_INSTANCE_CONFIG"  # the source file instead of ./dagster.y
 DEFAULT_HOME = REPO_ROOT / "data" / "dagster"
 LOCK_NAME = ".instance.lock"
 # Settings in dagster.yaml that are paths (relative ones are relative to the repository root).
-PATH_SETTINGS = (("storage", "sqlite", "base_dir"), ("local_artifact_storage", "config", "base_dir"),
+PATH_SETTINGS = (("storage", "sqlite", "base_dir"), ("storage", "custom", "config", "base_dir"),
+                 ("local_artifact_storage", "config", "base_dir"),
                  ("compute_logs", "config", "base_dir"))
 HEADER = ("# Generated from {source} by webtoon_assets.instance: edit that file, not this one.\n"
           "# Relative paths there are resolved against {base}.\n")

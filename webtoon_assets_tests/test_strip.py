@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageChops, ImageDraw
 
 from webtoon_assets.compose import canvas
-from webtoon_assets.compose.png import PngWriter
+from webtoon_assets.png import PngWriter
 
 
 def art(path: Path, size: tuple[int, int], seed: int, noise: float = 0.0) -> Path:

@@ -13,6 +13,7 @@ from webtoon_assets.assets.partitions import episode_asset
 from webtoon_assets.files import atomic_path
 from webtoon_assets.letter import draw_lettering, layout
 from webtoon_assets.manifests import ImageSet, LetteredPanel, LetteredSet, PanelPlan, Storyboard
+from webtoon_assets.png import save_png
 from webtoon_assets.resources import DataRootResource
 from webtoon_assets.resources.previews import contact_sheet_md, thumbnail
 
@@ -37,7 +38,7 @@ def lettered_panels_asset(series_id: str, partitions: DynamicPartitionsDefinitio
                 lettered = draw_lettering(im, lettering)
             dest = out_dir / f"{plan.id}.png"
             with atomic_path(dest) as tmp:  # an intermediate the strip reads: fast to write, not small
-                lettered.save(tmp, format="PNG", compress_level=1)
+                save_png(lettered, tmp, level=1)
             return LetteredPanel(item=plan.id, path=str(dest), clean_path=src.path, width=lettered.width,
                                  height=lettered.height, lettering=[i.to_json() for i in lettering.items],
                                  warnings=lettering.warnings,

@@ -9,20 +9,21 @@ The layout reads only the panels' headers, so the cuts are known before any pixe
 is composed on a canvas of its own from the panels that cross it, encoded and let go
 (:func:`bands`, :func:`save_jpeg_slices`): an episode's strip is never whole in memory. The whole
 strip as a PNG, at 800 px or at the panels' resolution, is written the same way, band by band
-(:func:`save_strip_png`, :mod:`webtoon_assets.compose.png`).
+(:func:`save_strip_png`, :mod:`webtoon_assets.png`).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from webtoon_assets.compose.png import PngWriter
+from webtoon_assets.png import PngWriter
 from webtoon_assets.files import atomic_path, write_bytes_atomic
 
 STRIP_WIDTH = 800  # WEBTOON Canvas width
@@ -98,23 +99,61 @@ def bands(placed: list[Placed], edges: Iterable[tuple[int, int]], scale: float =
     scaled strip), pixel for pixel what cropping :func:`render`'s image would give, without ever
     making it: a band is a canvas of its own, and only the panels that cross it are opened, resized
     and pasted. A panel that reaches into a later band is kept, resized, until the band below it;
-    so memory holds one band and the panels crossing it (a panel taller than a band, whole)."""
+    so memory holds one band and the panels crossing it (a panel taller than a band, whole), and
+    the next :data:`PREFETCH` panels, which are decoded and resized on other threads (Pillow lets
+    go of the GIL to do it) while this one composes and the caller encodes."""
+    edges = list(edges)
     boxes = [(round(p.x * scale), round(p.y * scale), round(p.width * scale), round(p.height * scale)) for p in placed]
-    kept: dict[int, Image.Image] = {}
-    for y0, y1 in edges:
-        band = Image.new("RGB", (round(width * scale), y1 - y0), "white")
-        for i, (p, (x, y, w, h)) in enumerate(zip(placed, boxes)):
-            if y < y1 and y + h > y0 and w > 0 and h > 0:
+    crossing = [[i for i, (x, y, w, h) in enumerate(boxes) if y < y1 and y + h > y0 and w > 0 and h > 0]
+                for y0, y1 in edges]
+    with _Prefetch(placed, boxes, crossing) as resized:
+        kept: dict[int, Image.Image] = {}
+        for (y0, y1), panels in zip(edges, crossing):
+            band = Image.new("RGB", (round(width * scale), y1 - y0), "white")
+            for i in panels:
+                x, y, w, h = boxes[i]
                 im = kept.pop(i, None)
                 if im is None:
-                    im = _resized(p.path, (w, h))
+                    im = resized(i)
                 band.paste(im, (x, y - y0))
                 if y + h > y1:
                     kept[i] = im
-        for i in [i for i in kept if boxes[i][1] + boxes[i][3] <= y1]:
-            del kept[i]
-        yield band
-        band = im = None  # let the caller's copy be the last (no two bands at once)
+            for i in [i for i in kept if boxes[i][1] + boxes[i][3] <= y1]:
+                del kept[i]
+            yield band
+            band = im = None  # let the caller's copy be the last (no two bands at once)
+
+
+PREFETCH = 4  # panels resized ahead of the band being composed
+PREFETCH_THREADS = 2
+
+
+class _Prefetch:
+    """The panels resized in the order the bands first need them, up to PREFETCH ahead, on a small
+    pool; ``resized(i)`` waits for panel i's."""
+
+    def __init__(self, placed: list[Placed], boxes: list[tuple[int, int, int, int]], crossing: list[list[int]]):
+        seen: set[int] = set()
+        self.order = [i for panels in crossing for i in panels if not (i in seen or seen.add(i))]
+        self.placed, self.boxes, self.next = placed, boxes, 0
+        self.futures: dict[int, Future] = {}
+
+    def __enter__(self) -> Callable[[int], Image.Image]:
+        self.pool = ThreadPoolExecutor(max_workers=PREFETCH_THREADS, thread_name_prefix="strip")
+        return self.resized
+
+    def __exit__(self, *exc) -> None:
+        for f in self.futures.values():
+            f.cancel()
+        self.pool.shutdown(wait=True)
+        self.futures.clear()
+
+    def resized(self, i: int) -> Image.Image:
+        while self.next < len(self.order) and (i not in self.futures or len(self.futures) < PREFETCH):
+            j = self.order[self.next]
+            self.futures[j] = self.pool.submit(_resized, self.placed[j].path, self.boxes[j][2:])
+            self.next += 1
+        return self.futures.pop(i).result()
 
 
 def cut_points(placed: list[Placed], height: int, limit: int = MAX_SLICE_HEIGHT) -> tuple[list[int], int]:

@@ -10,14 +10,19 @@ from pathlib import Path
 from PIL import Image
 
 
+# A UI thumbnail of a 1 MP panel: box-reduced to within 1.5x of its size, then bilinear (about half
+# the time of Pillow's default, bicubic from 2x; at 160 px the difference does not show).
+THUMB_RESAMPLE, THUMB_GAP = Image.Resampling.BILINEAR, 1.5
+
+
 def thumbnail(source: Path | Image.Image, width: int = 160, max_height: int | None = None) -> Image.Image:
     """A small copy of an image file, or of an image already in memory (not decoded again)."""
     if isinstance(source, Image.Image):
         im = source.copy()  # thumbnail() works in place
-        im.thumbnail((width, max_height or width * 2))
+        im.thumbnail((width, max_height or width * 2), THUMB_RESAMPLE, reducing_gap=THUMB_GAP)
         return im.convert("RGB")
     with Image.open(source) as im:
-        im.thumbnail((width, max_height or width * 2))
+        im.thumbnail((width, max_height or width * 2), THUMB_RESAMPLE, reducing_gap=THUMB_GAP)
         return im.convert("RGB")
 
 

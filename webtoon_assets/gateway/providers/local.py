@@ -10,6 +10,7 @@ from typing import Any
 from webtoon_assets.gateway.providers.base import ProviderError, ProviderFile, ProviderResult, ProviderText
 from webtoon_assets.gateway.request import GenerationRequest
 from webtoon_assets.gateway.submissions import Submission
+from webtoon_assets.png import save_png
 from webtoon_assets.preview.draw import render_preview
 from webtoon_assets.preview.hints import PreviewHints
 from webtoon_assets.sizes import requested_pixels
@@ -25,7 +26,7 @@ class LocalProvider:
         hints = request.preview or PreviewHints.plain(request.endpoint)
         plate = next((r.path for r in request.references if r.role.startswith("background:")), None)
         image = render_preview(hints, width, height, seed=request.arguments.get("seed", 0), backdrop=plate)
-        image.save(dest, format="PNG", optimize=False, compress_level=3)
+        save_png(image, dest, level=3)
         return ProviderResult(
             width=width,
             height=height,
