@@ -4,6 +4,7 @@ launched from the UI, by its automation condition."""
 
 from dagster import (AssetExecutionContext, AssetKey, AssetsDefinition, AutomationCondition, MaterializeResult,
                      MetadataValue, asset)
+from filelock import FileLock
 
 from webtoon_assets.bible import episode_ids
 from webtoon_assets.manifests import Storyboard
@@ -18,14 +19,18 @@ def season_reader_asset(series_id: str) -> AssetsDefinition:
     def season_reader(context: AssetExecutionContext, data: DataRootResource) -> MaterializeResult:
         layout, series = data.layout, data.series(series_id)
         root = layout.output_dir(series_id)
-        made = []
-        for e in episode_ids(layout, series_id):
-            if not (root / e / "reader.html").is_file():
-                continue
-            board = root / e / "storyboard.json"
-            title = Storyboard.model_validate_json(board.read_text(encoding="utf-8")).title if board.is_file() else e
-            made.append((e, title, root / e / "reader.html", root / e / "thumbnail.jpg"))
-        index = write_index(root / "index.html", series.title, made)
+        root.mkdir(parents=True, exist_ok=True)
+        # Episodes' runs end at once (a backfill, the demo): each looks and writes under the lock, so
+        # the last index written is from the last look, which saw every strip finished before it.
+        with FileLock(root / ".index.lock"):
+            made = []
+            for e in episode_ids(layout, series_id):
+                if not (root / e / "reader.html").is_file():
+                    continue
+                board = root / e / "storyboard.json"
+                title = Storyboard.model_validate_json(board.read_text(encoding="utf-8")).title if board.is_file() else e
+                made.append((e, title, root / e / "reader.html", root / e / "thumbnail.jpg"))
+            index = write_index(root / "index.html", series.title, made)
         context.log.info(f"season reader: {len(made)} episode(s) -> {index}")
         return MaterializeResult(metadata={
             "reader": MetadataValue.url(index.as_uri()),
