@@ -240,7 +240,7 @@ class GenerationSession:
                 on_result(item, readable, result.provider)
             return result, readable, thumb
 
-        progress = Progress(self.context.log.info, asset, len(requests))
+        progress = Progress(self.context.log.info, f"{asset} {self.episode}" if self.episode else asset, len(requests))
         with ThreadPoolExecutor(max_workers=FINISHING_THREADS, thread_name_prefix="finish") as finishing:
             pending = [finishing.submit(finish, r) for r in self.generate_many(requests)]
             for future in as_completed(pending):
