@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from webtoon_assets.bible.errors import BibleError
+from webtoon_assets.memory import limit_malloc_arenas
 from webtoon_assets.paths import REPO_ROOT, DataLayout
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with open_instance() as instance:  # DAGSTER_HOME, default data/dagster; locked first open
             for series_id in wanted:
                 try:
-                    run_season(instance, defs, layout, series_id, args.episode or None)
+                    run_season(instance, defs, layout, series_id, args.episode or None,
+                               **({} if args.overlap is None else {"overlap": max(1, args.overlap)}))
                 except (BibleError, Failure) as e:  # Failure: a refused step (a budget), already logged
                     print(f"webtoon demo: series {series_id} stopped: {e}", file=sys.stderr)
                     broken.append(series_id)
@@ -581,11 +583,15 @@ def format_episode_quote(plan: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_malloc_arenas()  # before any thread: the demo's threads share two arenas (see memory.py)
     parser = argparse.ArgumentParser(prog="webtoon", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="register the episodes, materialize every asset for each, print the costs")
     demo.add_argument("--series", action="append", help="series id (default: every series)")
     demo.add_argument("--episode", action="append", help="episode id (default: every episode)")
+    demo.add_argument("--overlap", type=int, default=None, metavar="N",
+                      help="episodes in flight at once, each starting once the one before has begun its panels "
+                           "(default 2; 1: one after another)")
     demo.set_defaults(func=cmd_demo)
     costs = sub.add_parser("costs", help="refresh data/webtoon.duckdb and print each season's cost summary")
     costs.add_argument("--series", action="append", help="series id (default: every series)")

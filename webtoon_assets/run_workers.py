@@ -425,6 +425,9 @@ def _run_worker(request: dict, mask: Any) -> int:
     """In the forked child: the run, as ``dagster api execute_run`` runs it."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any Python process
     gc.enable()
+    from webtoon_assets.memory import limit_malloc_arenas  # in the child: the parent never imports the project
+
+    limit_malloc_arenas()  # the run's threads share two arenas
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
