@@ -62,8 +62,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with open_instance() as instance:  # DAGSTER_HOME, default data/dagster; locked first open
             for series_id in wanted:
                 try:
-                    run_season(instance, defs, layout, series_id, args.episode or None,
-                               **({} if args.overlap is None else {"overlap": max(1, args.overlap)}))
+                    run_season(instance, defs, layout, series_id, args.episode or None)
                 except (BibleError, Failure) as e:  # Failure: a refused step (a budget), already logged
                     print(f"webtoon demo: series {series_id} stopped: {e}", file=sys.stderr)
                     broken.append(series_id)
@@ -589,9 +588,6 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="register the episodes, materialize every asset for each, print the costs")
     demo.add_argument("--series", action="append", help="series id (default: every series)")
     demo.add_argument("--episode", action="append", help="episode id (default: every episode)")
-    demo.add_argument("--overlap", type=int, default=None, metavar="N",
-                      help="episodes in flight at once, each starting once the one before has begun its panels "
-                           "(default 2; 1: one after another)")
     demo.set_defaults(func=cmd_demo)
     costs = sub.add_parser("costs", help="refresh data/webtoon.duckdb and print each season's cost summary")
     costs.add_argument("--series", action="append", help="series id (default: every series)")

@@ -2,7 +2,7 @@
 
 glibc gives each thread that allocates its own malloc arena, up to eight per core, and an arena
 keeps what its thread freed for that thread's next allocations. The pipeline's threads (renders,
-lettering, the strip's prefetch, fal's workers, two episodes at a time) each hold megabytes of
+lettering, the strip's prefetch, fal's workers) each hold megabytes of
 image buffers for a moment, so the arenas hold the peak of every thread at once: a 10-episode
 season peaked at 465 MB with the default arenas, 355 MB with two, in the same time."""
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 from PIL import Image
 
-from webtoon_assets.definitions import build_definitions
 from webtoon_assets.demo import run_season
-from webtoon_assets.ledger import read_rows
-from webtoon_assets_tests.conftest import SAMPLE, fresh_data_root, store_files
+from webtoon_assets_tests.conftest import SAMPLE, store_files
 
 
 def manifest(layout, episode: str, asset: str) -> dict:
@@ -136,23 +134,3 @@ def test_a_damaged_store_is_mended_on_the_next_run_without_paying_again(instance
     logged = [str(e.user_message) for e in instance.all_logs(run_id) if "quarantined at" in str(e.user_message)]
     assert len(logged) == 2 and all(str(layout.store / "quarantine") in m for m in logged)
 
-
-def test_overlapping_episodes_pay_as_one_after_another(tmp_path, monkeypatch):
-    """The demo runs two episodes at once (the next starts once the one before has begun its
-    panels): every image is made, and counted, by the same episode as when they run one by one."""
-    made, overlapped = {}, []
-    for overlap in (1, 2):
-        base = tmp_path / f"overlap{overlap}"
-        layout = fresh_data_root(base / "data")
-        monkeypatch.setenv("WEBTOON_DATA_DIR", str(layout.root))
-        (base / "dagster").mkdir()
-        with DagsterInstance.local_temp(tempdir=str(base / "dagster")) as inst:
-            run_ids = run_season(inst, build_definitions(layout), layout, SAMPLE, ["ep01", "ep02"], overlap=overlap)
-            stats = [inst.get_run_stats(r) for r in run_ids]
-            assert all(inst.get_run_by_id(r).is_success for r in run_ids)
-        # a run started before the one before it ended
-        overlapped.append(any(b.start_time < a.end_time for a, b in zip(stats, stats[1:])))
-        made[overlap] = sorted((r.episode, r.asset, r.item, r.request_key, r.list_usd)
-                               for r in read_rows(layout.ledger_dir) if r.status == "generated")
-    assert overlapped == [False, True]
-    assert made[1] == made[2] and len(made[1]) > 20
