@@ -69,9 +69,15 @@ def instance_dir(path: Path) -> Path:
     return path
 
 
-def step_seconds(instance: DagsterInstance, run_id: str, step: str) -> float:
+def step_window(instance: DagsterInstance, run_id: str, step: str) -> tuple[float, float]:
+    """When the step started and succeeded (the event log's clock: time.time())."""
     events = instance.all_logs(run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS})
     times = {e.dagster_event.event_type: e.timestamp for e in events if e.step_key == step}
-    return times[DagsterEventType.STEP_SUCCESS] - times[DagsterEventType.STEP_START]
+    return times[DagsterEventType.STEP_START], times[DagsterEventType.STEP_SUCCESS]
+
+
+def step_seconds(instance: DagsterInstance, run_id: str, step: str) -> float:
+    start, end = step_window(instance, run_id, step)
+    return end - start
 
 

@@ -22,14 +22,15 @@ from pathlib import Path
 from dagster import AssetKey, DagsterInstance
 
 from bench.common import Row, table
-from bench.episode import SERIES, fresh_root, instance_dir, step_seconds
+from bench.episode import SERIES, fresh_root, instance_dir, step_window
 from webtoon_assets.bible import load_series
 from webtoon_assets.paths import DataLayout
 from webtoon_assets_tests.fal_harness import start_fake_fal
 
 def time_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, str],
-                before_panels=lambda: None) -> float:
-    """Materialize the episode's upstream assets, then time the panels step alone."""
+                before_panels=lambda: None, window: list | None = None) -> float:
+    """Materialize the episode's upstream assets, then time the panels step alone (its start and
+    end appended to ``window``)."""
     os.environ.update(env)
     from webtoon_assets.definitions import build_definitions
 
@@ -41,7 +42,10 @@ def time_panels(layout: DataLayout, instance: DagsterInstance, env: dict[str, st
     before_panels()
     result = job.execute_in_process(instance=instance, partition_key="bench",
                                     asset_selection=[AssetKey([SERIES, "panels"])])
-    return step_seconds(instance, result.run_id, f"{SERIES}__panels")
+    start, end = step_window(instance, result.run_id, f"{SERIES}__panels")
+    if window is not None:
+        window += [start, end]
+    return end - start
 
 
 def render_seconds(layout: DataLayout, episode: str = "bench") -> float:
@@ -65,6 +69,19 @@ def render_seconds(layout: DataLayout, episode: str = "bench") -> float:
 
 
 
+def _phases(timeline: list, start: float, end: float, latency: float, slots: int) -> dict[str, float]:
+    """Where the step's time over the ideal went, from the fake's own record of each request
+    (submitted, started, finished; the same host's clock): before fal had the first request, the
+    requests' span on fal beyond the ideal (slots left idle between waves), after the last one finished."""
+    on_fal = [(s, b, e) for _, s, b, e in timeline if s >= start and e is not None and e <= end]
+    if not on_fal:
+        return {}
+    first, last = min(s for s, _, _ in on_fal), max(e for _, _, e in on_fal)
+    ideal = math.ceil(len(on_fal) / slots) * latency
+    return {"before_first_submit_s": round(first - start, 3), "on_fal_beyond_ideal_s": round(last - first - ideal, 3),
+            "after_last_finished_s": round(end - last, 3)}
+
+
 GOALS = {8: 1.05, 32: 1.10}  # issue 11: the panels step against the ideal ceil(N / C) x L
 
 
@@ -77,21 +94,24 @@ def measure_fal(base: Path, latency: float = 2.0, concurrency: tuple[int, ...] =
     saved = dict(os.environ)
     try:
         for c in concurrency:
-            walls, paid = [], 0
+            walls, paid, phases = [], 0, []
             for i in range(repeat):
                 layout = fresh_root(base, f"fal-c{c}-{i}", panels)
                 instance_dir(base / f"dagster-c{c}-{i}")
                 with DagsterInstance.local_temp(str(base / f"dagster-c{c}-{i}")) as inst:
                     fake.reset(latency=0.05)  # the upstream assets quickly; then every panel takes L
                     env = {**fake.env(), "WEBTOON_FAL_CONCURRENCY": str(c)}
-                    walls.append(time_panels(layout, inst, env,
+                    window: list[float] = []
+                    walls.append(time_panels(layout, inst, env, window=window,
                                              before_panels=lambda c=c: fake.configure(latency=latency, slots=c)))
                     stats = fake.stats()
                 paid = max(paid, stats["counts"]["paid"])
+                phases.append(_phases(stats["timeline"], *window, latency, c))
             ideal = math.ceil(panels / c) * latency
             rows.append(Row(f"panels vs fake fal, C={c}, L={latency:g} s", f"ideal ceil({panels}/{c}) x L", ideal,
                             min(walls), goal=GOALS.get(c),
                             extra={"runs_s": [round(w, 3) for w in walls], "paid_requests": paid,
+                                   "phases_of_fastest": phases[walls.index(min(walls))],
                                    "peak_on_fal": stats["counts"].get("peak_on_fal"), "concurrency": c}))
     finally:
         os.environ.clear()

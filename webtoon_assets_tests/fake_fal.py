@@ -290,6 +290,8 @@ class Handler(JsonHandler):
                     "paid_by_prompt": dict(st.paid_by_prompt),
                     "in_flight": len(st.queue) + len(st.running),
                     "running": len(st.running), "queued": len(st.queue),
+                    # each request's (endpoint, submitted, started, finished) on this host's clock
+                    "timeline": [[r.endpoint, r.submitted, r.start, r.done] for r in st.requests.values()],
                 })
         if path.startswith("/files/"):
             return self._file(path.removeprefix("/files/"))
