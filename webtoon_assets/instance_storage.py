@@ -61,8 +61,8 @@ class _Engines:
         self._pid = os.getpid()
         self._engines: OrderedDict[str, Engine] = OrderedDict()
 
-    def get(self, name: str, make) -> tuple[Engine, bool]:
-        """The engine of database ``name`` (made by ``make()`` if there is none) and whether it is new."""
+    def get(self, name: str, make) -> Engine:
+        """The engine of database ``name``, made by ``make()`` if there is none."""
         with self._lock:
             if self._pid != os.getpid():  # a forked child: the parent's connections are not ours to use or close
                 for engine in self._engines.values():
@@ -72,13 +72,13 @@ class _Engines:
             engine = self._engines.get(name)
             if engine is not None:
                 self._engines.move_to_end(name)
-                return engine, False
+                return engine
             engine = self._engines[name] = make()
             if self._keep is not None:
                 unpinned = [n for n in self._engines if n not in self._pinned]
                 for old in unpinned[:max(0, len(unpinned) - self._keep)]:
                     self._engines.pop(old).dispose()
-            return engine, True
+            return engine
 
     def close_all(self) -> None:
         with self._lock:
@@ -96,8 +96,8 @@ class KeptSqliteEventLogStorage(SqliteEventLogStorage):
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
         with self._db_lock:  # as Dagster's: one connection at a time in this process
-            engine, _ = self._kept.get(shard, lambda: _engine(self.conn_string_for_shard(shard),
-                                                              timeout=SQLITE_BUSY_TIMEOUT_SECONDS))
+            engine = self._kept.get(shard, lambda: _engine(self.conn_string_for_shard(shard),
+                                                           timeout=SQLITE_BUSY_TIMEOUT_SECONDS))
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
                 self._initialized_dbs.add(shard)
@@ -121,7 +121,7 @@ class KeptSqliteRunStorage(SqliteRunStorage):
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        engine, _ = self._kept.get("runs", lambda: _engine(self._conn_string))
+        engine = self._kept.get("runs", lambda: _engine(self._conn_string))
         with engine.connect() as conn:
             with conn.begin():
                 yield conn

@@ -121,7 +121,7 @@ def test_a_forked_child_opens_its_own_connections(tmp_path):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child's exit code is the assertion
             os.close(reader)
-            ok = engines.get("probe", lambda: "fresh")[0] == "fresh" and "index" not in engines._engines  # noqa: SLF001
+            ok = engines.get("probe", lambda: "fresh") == "fresh" and "index" not in engines._engines  # noqa: SLF001
             os.write(writer, b"1" if ok else b"0")
             os._exit(0)
         os.close(writer)
